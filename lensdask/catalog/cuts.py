@@ -1,0 +1,126 @@
+"""The BG and LRG cuts of Li et al. (2020), as a pure kernel on pandas/NumPy.
+
+BG: ``SG2DPHOT == 0`` and ``MAG_AUTO <= 21``. LRG (a subset of BG), from the GAaP colours
+``g-r`` and ``r-i``::
+
+    c_par  = 0.7 (g-r) + 1.2 [(r-i) - 0.18]
+    c_perp = (r-i) - (g-r)/4.0 - 0.18
+    MAG_AUTO < 14 + c_par / 0.3,   |c_perp| < 0.2,   MAG_AUTO <= 20
+
+A source with a NaN colour is never an LRG (every comparison with NaN is false) but can be
+a BG. Comparisons are made in float64 on the catalog's values, so a boundary value stored
+in the catalog (``MAG_AUTO == 21.0``) is treated exactly as the inequality says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lensdask.config import SelectConfig
+
+
+@dataclass(frozen=True)
+class CutMasks:
+    """Boolean masks of one frame: which rows are BGs, LRGs, and BGs with NaN colours."""
+
+    bg: np.ndarray
+    lrg: np.ndarray
+    nan_colour: np.ndarray
+
+
+def colour_cuts(
+    mag: np.ndarray,
+    g_r: np.ndarray,
+    r_i: np.ndarray,
+    *,
+    lrg_mag_max: float = 20.0,
+    c_perp_max: float = 0.2,
+) -> np.ndarray:
+    """The LRG colour-magnitude cuts (without the star/galaxy and BG cuts).
+
+    Parameters
+    ----------
+    mag : ndarray, mag
+        r-band Kron magnitude ``MAG_AUTO``.
+    g_r, r_i : ndarray, mag
+        GAaP colours ``COLOUR_GAAP_g_r`` and ``COLOUR_GAAP_r_i``.
+    lrg_mag_max : float, mag
+        Faint limit ``MAG_AUTO <= lrg_mag_max``.
+    c_perp_max : float, mag
+        ``|c_perp| < c_perp_max``.
+
+    Returns
+    -------
+    ndarray of bool
+        True where the source passes the LRG cuts; False for NaN colours.
+    """
+    mag = np.asarray(mag, dtype=np.float64)
+    g_r = np.asarray(g_r, dtype=np.float64)
+    r_i = np.asarray(r_i, dtype=np.float64)
+    c_par = 0.7 * g_r + 1.2 * (r_i - 0.18)
+    c_perp = r_i - g_r / 4.0 - 0.18
+    return (mag < 14.0 + c_par / 0.3) & (np.abs(c_perp) < c_perp_max) & (mag <= lrg_mag_max)
+
+
+def target_masks(
+    sg2dphot: np.ndarray,
+    mag: np.ndarray,
+    g_r: np.ndarray,
+    r_i: np.ndarray,
+    *,
+    config: SelectConfig,
+) -> CutMasks:
+    """BG, LRG and NaN-colour masks from the four columns the cuts read.
+
+    Parameters
+    ----------
+    sg2dphot : ndarray of int
+        Star/galaxy flag; 0 is a galaxy.
+    mag : ndarray, mag
+        ``MAG_AUTO``.
+    g_r, r_i : ndarray, mag
+        GAaP colours; NaN where unmeasured.
+    config : SelectConfig
+        The cut values.
+    """
+    mag = np.asarray(mag, dtype=np.float64)
+    g_r = np.asarray(g_r, dtype=np.float64)
+    r_i = np.asarray(r_i, dtype=np.float64)
+    bg = (np.asarray(sg2dphot) == 0) & (mag <= config.bg_mag_max)
+    lrg = bg & colour_cuts(
+        mag, g_r, r_i, lrg_mag_max=config.lrg_mag_max, c_perp_max=config.c_perp_max
+    )
+    nan_colour = bg & (np.isnan(g_r) | np.isnan(r_i))
+    return CutMasks(bg=bg, lrg=lrg, nan_colour=nan_colour)
+
+
+def classify_targets(frame: pd.DataFrame, *, config: SelectConfig | None = None) -> pd.DataFrame:
+    """Keep the BGs of ``frame`` and label each ``sample`` = ``LRG`` or ``BG``.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Catalog rows with at least ``SG2DPHOT``, ``MAG_AUTO`` and the two GAaP colours.
+    config : SelectConfig, optional
+        The cut values (default: those of Li et al. 2020).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The BG rows, in their original order, with a ``sample`` column (LRGs listed once,
+        as ``LRG``).
+    """
+    masks = target_masks(
+        frame["SG2DPHOT"].to_numpy(dtype=np.int64, na_value=-1),
+        frame["MAG_AUTO"].to_numpy(dtype=np.float64, na_value=np.nan),
+        frame["COLOUR_GAAP_g_r"].to_numpy(dtype=np.float64, na_value=np.nan),
+        frame["COLOUR_GAAP_r_i"].to_numpy(dtype=np.float64, na_value=np.nan),
+        config=config or SelectConfig(),
+    )
+    targets = frame.loc[masks.bg].copy()
+    targets["sample"] = np.where(masks.lrg[masks.bg], "LRG", "BG")
+    targets["sample"] = targets["sample"].astype("string")
+    return targets

@@ -1,0 +1,202 @@
+"""Ingest per-tile FITS catalogs (as KiDS DR4 distributes them) into the Parquet layout.
+
+One Dask task per FITS file: open it memory-mapped, take the catalog columns (renamed
+from the survey's names with ``column_map``), cast them to the contract types of
+DESIGN.md, and commit ``OUT/<tile>.parquet`` with its completion marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensdask.catalog.schema import CATALOG_COLUMNS, SchemaError, check_columns
+from lensdask.config import IngestConfig
+from lensdask.runner import UnitReport, run_units
+from lensdask.units import (
+    Marker,
+    clear_marker,
+    commit_parquet,
+    ids_hash,
+    is_complete,
+    source_config_hash,
+    write_marker,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGE = "ingest"
+
+
+def tile_name(path: Path, *, config: IngestConfig) -> str:
+    """The tile a FITS catalog file belongs to, from its name (``config.tile_regex``)."""
+    match = re.search(config.tile_regex, path.name)
+    if not match:
+        raise SchemaError(
+            f"{path}: no THELI_NAME column and the file name does not match "
+            f"ingest.tile_regex {config.tile_regex!r}"
+        )
+    return match.group(1)
+
+
+def read_fits_catalog(path: str | Path, *, config: IngestConfig):
+    """Read one FITS catalog into a pyarrow Table with the canonical column names.
+
+    Parameters
+    ----------
+    path : path
+        FITS file with a binary table in HDU ``config.hdu``.
+    config : IngestConfig
+        Column map, HDU, extra columns and the tile-name rule.
+
+    Returns
+    -------
+    pyarrow.Table
+        The catalog columns of DESIGN.md (contract types) followed by the extra columns.
+
+    Raises
+    ------
+    SchemaError
+        A needed column is missing (named with the file).
+    OSError
+        The file cannot be read as FITS (named).
+    """
+    import pyarrow as pa
+    from astropy.io import fits
+
+    path = Path(path)
+    wanted = [*CATALOG_COLUMNS, *config.extra_columns]
+    names = {name: config.column_map.get(name, name) for name in wanted}
+    try:
+        hdul = fits.open(path, memmap=True)
+    except (OSError, ValueError) as err:
+        raise OSError(f"{path}: cannot read FITS: {err}") from None
+    with hdul:
+        try:
+            data = hdul[config.hdu].data
+            present = list(hdul[config.hdu].columns.names)
+        except (IndexError, AttributeError, KeyError) as err:
+            raise SchemaError(f"{path}: HDU {config.hdu} holds no table ({err})") from None
+        derive_tile = names["THELI_NAME"] not in present
+        needed = [names[name] for name in wanted if not (name == "THELI_NAME" and derive_tile)]
+        check_columns(present, needed, source=str(path))
+        n = len(data)
+        columns = {}
+        for name in wanted:
+            if name == "THELI_NAME" and derive_tile:
+                values = np.full(n, tile_name(path, config=config))
+            else:
+                values = _native(data[names[name]])
+            kind = CATALOG_COLUMNS.get(name)
+            columns[name] = pa.array(values, type=pa.type_for_alias(kind) if kind else None)
+    return pa.table(columns)
+
+
+def _native(values: np.ndarray) -> np.ndarray:
+    """A FITS column as a native-endian array; byte strings decoded and stripped."""
+    if values.dtype.kind == "S":
+        return np.char.strip(np.char.decode(values, "ascii"))
+    if values.dtype.kind == "U":
+        return np.char.strip(values)
+    return values.astype(values.dtype.newbyteorder("="), copy=True)
+
+
+def ingest_file(path: Path, out: Path, *, unit: str, config: IngestConfig, chash: str):
+    """Ingest one FITS catalog and commit ``out/<unit>.parquet``; returns its row count."""
+    clear_marker(out, unit)
+    table = read_fits_catalog(path, config=config)
+    rel = f"{unit}.parquet"
+    size = commit_parquet(table, out, rel)
+    write_marker(
+        out,
+        Marker(
+            unit=unit,
+            rows=table.num_rows,
+            ids_hash=ids_hash(table["ID"]),
+            config_hash=chash,
+            files={rel: size},
+            extra={"source": str(path)},
+        ),
+    )
+    return table.num_rows
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """Outcome of :func:`ingest_catalogs`."""
+
+    files: int
+    rows: int
+    units: UnitReport
+
+
+def ingest_catalogs(
+    source: str | Path,
+    out: str | Path,
+    *,
+    config: IngestConfig | None = None,
+    client: Any,
+    progress: bool = True,
+) -> IngestReport:
+    """Ingest every FITS catalog in ``source`` into the Parquet catalog folder ``out``.
+
+    Parameters
+    ----------
+    source : path
+        Folder of FITS catalogs, one per tile (``config.pattern``).
+    out : path
+        Catalog folder: ``<tile>.parquet`` per input file, plus completion markers.
+    config : IngestConfig, optional
+        Column map, HDU, pattern.
+    client : distributed.Client
+        The injected Dask client: one task per file.
+    progress : bool
+        Show a progress bar over files.
+    """
+    config = config or IngestConfig()
+    source = Path(source)
+    files = sorted(source.glob(config.pattern))
+    if not files:
+        raise FileNotFoundError(f"{source}: no file matches {config.pattern!r}")
+    units = [_unit_name(path, config=config) for path in files]
+    seen: dict[str, Path] = {}
+    for unit, path in zip(units, files, strict=True):
+        if unit in seen:
+            raise SchemaError(f"{seen[unit]} and {path} are both tile {unit}")
+        seen[unit] = path
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    hashes = [source_config_hash(config, path) for path in files]
+    todo = [i for i, unit in enumerate(units) if not is_complete(out, unit, config_hash=hashes[i])]
+    report = run_units(
+        client,
+        _ingest_unit,
+        [units[i] for i in todo],
+        out,
+        stage=STAGE,
+        unit_args=[(files[i], units[i], hashes[i]) for i in todo],
+        progress=progress,
+        config=config,
+    )
+    report.skipped.extend(unit for i, unit in enumerate(units) if i not in set(todo))
+    report.write_failures(out)
+    rows = sum(report.results.values())
+    logger.info("ingest: %d sources from %d of %d files", rows, len(report.results), len(files))
+    return IngestReport(files=len(files), rows=rows, units=report)
+
+
+def _unit_name(path: Path, *, config: IngestConfig) -> str:
+    try:
+        return tile_name(path, config=config)
+    except SchemaError:
+        return path.stem
+
+
+def _ingest_unit(item: tuple[Path, str, str], out: Path, *, config: IngestConfig) -> int:
+    path, unit, chash = item
+    return ingest_file(path, out, unit=unit, config=config, chash=chash)

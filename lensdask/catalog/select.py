@@ -1,0 +1,384 @@
+"""Select the BG and LRG targets from a Parquet catalog, one Dask task per catalog file.
+
+Each task reads only the columns it needs, with the ``SG2DPHOT == 0`` and
+``MAG_AUTO <= bg_mag_max`` cuts pushed down to the Parquet reader, applies the kernel of
+:mod:`lensdask.catalog.cuts` and commits ``OUT/<tile>.parquet`` with its completion marker.
+``OUT`` (``targets.parquet``) is then a Parquet dataset that pandas, Dask, DuckDB and
+Arrow read as one table. :func:`targets_frame` gives the same selection as a lazy Dask
+dataframe, one partition per catalog file, for interactive work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensdask.catalog.cuts import target_masks
+from lensdask.catalog.schema import (
+    CATALOG_COLUMNS,
+    SAMPLES,
+    SELECTION_COLUMNS,
+    SchemaError,
+    check_columns,
+)
+from lensdask.config import SelectConfig
+from lensdask.runner import UnitReport, run_units
+from lensdask.units import (
+    MARKER_DIR,
+    Marker,
+    clear_marker,
+    commit_parquet,
+    complete_units,
+    ids_hash,
+    is_complete,
+    source_config_hash,
+    write_marker,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGE = "select"
+SUMMARY_FILE = "_summary.json"
+TILES_FILE = "_tiles.csv"
+
+
+class CatalogError(OSError):
+    """A catalog file cannot be found or read."""
+
+
+def catalog_files(catalog: str | Path) -> list[Path]:
+    """The Parquet files of a catalog: the file itself, or ``*.parquet`` in a folder.
+
+    Files and folders whose names start with ``_`` or ``.`` (markers, staging) are skipped.
+    """
+    catalog = Path(catalog)
+    if catalog.is_file():
+        return [catalog]
+    if not catalog.is_dir():
+        raise CatalogError(f"catalog {catalog} does not exist")
+    files = sorted(
+        path
+        for path in catalog.rglob("*.parquet")
+        if not any(part.startswith(("_", ".")) for part in path.relative_to(catalog).parts)
+    )
+    if not files:
+        raise CatalogError(f"catalog {catalog} holds no .parquet files")
+    return files
+
+
+def output_columns(config: SelectConfig) -> list[str]:
+    """Catalog columns (canonical names) written to the targets table, in order."""
+    extra = [name for name in config.extra_columns if name not in CATALOG_COLUMNS]
+    return [*CATALOG_COLUMNS, *extra]
+
+
+def read_tile_targets(path: str | Path, *, config: SelectConfig):
+    """Read one catalog file and return its targets as a pyarrow Table.
+
+    Parameters
+    ----------
+    path : path
+        A Parquet catalog file with KiDS column names (or those of ``config.column_map``).
+    config : SelectConfig
+        Cuts and columns.
+
+    Returns
+    -------
+    table : pyarrow.Table
+        The BGs of the file with the targets columns (``sample`` last).
+    nan_colour : int
+        BGs with a NaN colour (never LRGs).
+
+    Raises
+    ------
+    SchemaError
+        A column is missing (the message names it and the file).
+    CatalogError
+        The file cannot be read (the message names it).
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    wanted = output_columns(config)
+    names = {name: config.column_map.get(name, name) for name in wanted}
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as err:
+        raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
+    check_columns(schema.names, list(names.values()), source=str(path))
+    pushdown = (ds.field(names["SG2DPHOT"]) == 0) & (
+        ds.field(names["MAG_AUTO"]) <= config.bg_mag_max
+    )
+    try:
+        table = pq.read_table(path, columns=list(names.values()), filters=pushdown)
+    except (OSError, pa.ArrowException) as err:
+        raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
+    table = table.rename_columns(list(names))
+    masks = target_masks(*(_numpy(table[name]) for name in SELECTION_COLUMNS), config=config)
+    table = table.filter(pa.array(masks.bg))
+    lrg = masks.lrg[masks.bg]
+    sample = pa.DictionaryArray.from_arrays(
+        pa.array(np.where(lrg, 0, 1).astype(np.int32)), pa.array(SAMPLES)
+    ).cast(pa.string())
+    table = table.append_column("sample", sample)
+    return _contract_types(table), int(masks.nan_colour.sum())
+
+
+def _numpy(column) -> np.ndarray:
+    """A column as a float/int NumPy array, nulls as NaN (or -1 for integers)."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(column.type):
+        return column.fill_null(-1).to_numpy()
+    return column.to_numpy().astype(np.float64, copy=False)
+
+
+def _contract_types(table):
+    """Cast the contract columns to their DESIGN.md types (e.g. large_string -> string)."""
+    import pyarrow as pa
+
+    fields = []
+    for field in table.schema:
+        kind = CATALOG_COLUMNS.get(field.name)
+        fields.append(field.with_type(pa.type_for_alias(kind)) if kind else field)
+    return table.cast(pa.schema(fields))
+
+
+def targets_frame(catalog: str | Path, *, config: SelectConfig | None = None):
+    """The targets of a catalog as a lazy Dask dataframe, one partition per file.
+
+    Parameters
+    ----------
+    catalog : path
+        Parquet file or folder of Parquet files.
+    config : SelectConfig, optional
+        Cuts and columns (default: Li et al. 2020).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+    """
+    import dask.dataframe as dd
+
+    config = config or SelectConfig()
+    files = catalog_files(catalog)
+    return dd.from_map(_targets_pandas, files, config=config, label="select-targets")
+
+
+def _targets_pandas(path: Path, *, config: SelectConfig):
+    return read_tile_targets(path, config=config)[0].to_pandas()
+
+
+def select_tile(path: Path, out: Path, *, unit: str, config: SelectConfig, chash: str):
+    """Select the targets of one catalog file and commit ``out/<unit>.parquet``.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``LRG``, ``BG`` and ``nan_colour`` counts of the file.
+    """
+    clear_marker(out, unit)
+    table, nan_colour = read_tile_targets(path, config=config)
+    rel = f"{unit}.parquet"
+    size = commit_parquet(table, out, rel)
+    samples = table["sample"].to_numpy(zero_copy_only=False)
+    counts = {
+        "rows": table.num_rows,
+        "LRG": int((samples == "LRG").sum()),
+        "BG": int((samples == "BG").sum()),
+        "nan_colour": nan_colour,
+    }
+    write_marker(
+        out,
+        Marker(
+            unit=unit,
+            rows=table.num_rows,
+            ids_hash=ids_hash(table["ID"]),
+            config_hash=chash,
+            files={rel: size},
+            extra={**counts, "source": str(path)},
+        ),
+    )
+    return counts
+
+
+@dataclass(frozen=True)
+class SelectReport:
+    """Outcome of :func:`select_targets`: counts over all tiles and per tile."""
+
+    out: Path
+    per_tile: dict[str, dict[str, int]]
+    units: UnitReport
+
+    def total(self, key: str) -> int:
+        """Sum of one count (``rows``, ``LRG``, ``BG``, ``nan_colour``) over all tiles."""
+        return sum(counts[key] for counts in self.per_tile.values())
+
+
+def select_targets(
+    catalog: str | Path,
+    out: str | Path,
+    *,
+    config: SelectConfig | None = None,
+    client: Any,
+    progress: bool = True,
+) -> SelectReport:
+    """Select BG and LRG targets from a Parquet catalog into the dataset ``out``.
+
+    Parameters
+    ----------
+    catalog : path
+        Parquet file or folder of Parquet files (one per tile), KiDS DR4 column names.
+    out : path
+        Targets dataset folder (``targets.parquet``): one Parquet file per catalog file,
+        completion markers, ``_summary.json`` and ``_tiles.csv`` (counts per tile).
+    config : SelectConfig, optional
+        Cuts and columns (default: Li et al. 2020).
+    client : distributed.Client
+        The injected Dask client: one task per catalog file.
+    progress : bool
+        Show a progress bar over files.
+
+    Returns
+    -------
+    SelectReport
+        Counts per tile and per sample, and the failed files.
+    """
+    config = config or SelectConfig()
+    files = catalog_files(catalog)
+    units = [path.stem for path in files]
+    if len(set(units)) != len(units):
+        raise CatalogError(f"catalog {catalog}: two files share a name: units must be unique")
+    out = Path(out)
+    if out.exists() and not (out / MARKER_DIR).exists() and any(out.iterdir()):
+        raise CatalogError(f"{out} exists and is not a targets dataset: refusing to write there")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_first_schema(files[0], config)
+    _remove_stale(out, set(units))
+
+    hashes = {
+        unit: source_config_hash(config, path) for unit, path in zip(units, files, strict=True)
+    }
+    todo = [
+        i for i, unit in enumerate(units) if not is_complete(out, unit, config_hash=hashes[unit])
+    ]
+    logger.info(
+        "select: %d catalog files (%d already done) from %s",
+        len(files),
+        len(files) - len(todo),
+        catalog,
+    )
+    report = run_units(
+        client,
+        _select_unit,
+        [units[i] for i in todo],
+        out,
+        stage=STAGE,
+        unit_args=[(files[i], units[i], hashes[units[i]]) for i in todo],
+        progress=progress,
+        config=config,
+    )
+    pending = set(todo)
+    report.skipped.extend(unit for i, unit in enumerate(units) if i not in pending)
+    report.write_failures(out)
+
+    markers = complete_units(out)
+    per_tile = {
+        unit: {key: int(markers[unit].extra[key]) for key in ("rows", "LRG", "BG", "nan_colour")}
+        for unit in units
+        if unit in markers and is_complete(out, unit, config_hash=hashes[unit])
+    }
+    result = SelectReport(out=out, per_tile=per_tile, units=report)
+    _write_summary(result, catalog=Path(catalog), config=config, n_files=len(files))
+    return result
+
+
+def _select_unit(item: tuple[Path, str, str], out: Path, *, config: SelectConfig):
+    path, unit, chash = item
+    return select_tile(path, out, unit=unit, config=config, chash=chash)
+
+
+def _check_first_schema(path: Path, config: SelectConfig) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as err:
+        raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
+    needed = [config.column_map.get(name, name) for name in output_columns(config)]
+    check_columns(names, needed, source=str(path))
+
+
+def _remove_stale(out: Path, units: set[str]) -> None:
+    """Drop targets of catalog files that are no longer in the catalog."""
+    for marker in complete_units(out).values():
+        if marker.unit not in units:
+            logger.warning("select: removing targets of %s, no longer in the catalog", marker.unit)
+            for rel in marker.files:
+                (out / rel).unlink(missing_ok=True)
+            clear_marker(out, marker.unit)
+    for path in out.glob("*.parquet"):
+        if path.stem not in units:
+            path.unlink()
+    shutil.rmtree(out / "_staging", ignore_errors=True)
+
+
+def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig, n_files: int):
+    import dataclasses
+
+    totals = {key: report.total(key) for key in ("rows", "LRG", "BG", "nan_colour")}
+    summary = {
+        "catalog": str(catalog),
+        "files": n_files,
+        "files_done": len(report.per_tile),
+        "files_failed": [failure.unit for failure in report.units.failures],
+        "bright_galaxies": totals["rows"],
+        "sample_LRG": totals["LRG"],
+        "sample_BG": totals["BG"],
+        "bg_with_nan_colour": totals["nan_colour"],
+        "config": {
+            k: (dict(v) if k == "column_map" else v) for k, v in dataclasses.asdict(config).items()
+        },
+    }
+    tmp = report.out / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, report.out / SUMMARY_FILE)
+    lines = ["tile,targets,LRG,BG,nan_colour"] + [
+        f"{unit},{c['rows']},{c['LRG']},{c['BG']},{c['nan_colour']}"
+        for unit, c in sorted(report.per_tile.items())
+    ]
+    (report.out / TILES_FILE).write_text("\n".join(lines) + "\n")
+    for unit, c in sorted(report.per_tile.items()):
+        logger.info("select: %s: %d LRG, %d BG", unit, c["LRG"], c["BG"])
+    logger.info(
+        "select: %d targets (%d LRG, %d BG) from %d/%d files; %d BGs have NaN colours "
+        "and are not LRGs",
+        totals["rows"],
+        totals["LRG"],
+        totals["BG"],
+        len(report.per_tile),
+        n_files,
+        totals["nan_colour"],
+    )
+
+
+__all__ = [
+    "SAMPLES",
+    "CatalogError",
+    "SchemaError",
+    "SelectReport",
+    "catalog_files",
+    "read_tile_targets",
+    "select_targets",
+    "targets_frame",
+]

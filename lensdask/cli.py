@@ -1,0 +1,270 @@
+"""The ``lensdask`` command: one subcommand per stage, and ``run`` for a whole job.
+
+Every subcommand takes the same cluster options (``--cluster``, ``--workers``, ...),
+prints the Dask dashboard link when the cluster is up, shows a progress bar per stage, and
+exits with 0 when everything completed, 3 when some units (tiles) failed while the rest
+completed (the failed ones are listed and in ``_failures.csv``), 2 on bad usage and 1 on
+any other error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lensdask import __version__
+from lensdask.cluster import ClusterSpec
+from lensdask.runner import EXIT_PARTIAL, UnitReport
+
+logger = logging.getLogger("lensdask")
+
+
+def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the cluster options shared by every subcommand."""
+    options = [
+        click.option(
+            "--cluster",
+            default="local",
+            show_default=True,
+            help="local (LocalCluster), cuda (LocalCUDACluster, one worker per GPU), slurm or "
+            "pbs (dask-jobqueue, deploy/jobqueue.yaml), or a scheduler address tcp://host:port.",
+        ),
+        click.option(
+            "--workers", type=int, default=None, help="Workers (local) or jobs (slurm/pbs)."
+        ),
+        click.option(
+            "--threads-per-worker", type=int, default=1, show_default=True, help="Local only."
+        ),
+        click.option("--memory-limit", default="auto", show_default=True, help="Per local worker."),
+        click.option(
+            "--dashboard-address",
+            default="127.0.0.1:8787",
+            show_default=True,
+            help="Where the Dask dashboard listens (loopback by default).",
+        ),
+        click.option(
+            "--jobqueue-config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="dask-jobqueue YAML for slurm/pbs (default deploy/jobqueue.yaml).",
+        ),
+        click.option("--no-progress", is_flag=True, help="Hide progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@contextlib.contextmanager
+def cluster_client(opts: dict[str, Any]) -> Iterator[Any]:
+    """Start the cluster the command-line options name, print the dashboard link."""
+    from lensdask.cluster import connect
+
+    spec = ClusterSpec(
+        kind=opts.pop("cluster"),
+        n_workers=opts.pop("workers"),
+        threads_per_worker=opts.pop("threads_per_worker"),
+        memory_limit=opts.pop("memory_limit"),
+        dashboard_address=opts.pop("dashboard_address"),
+        jobqueue_config=opts.pop("jobqueue_config"),
+    )
+    with connect(spec) as client:
+        click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+        yield client
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn lensdask's input errors into a one-line message and exit status 1."""
+    from lensdask.catalog.schema import SchemaError
+    from lensdask.config import ConfigError
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, SchemaError, OSError, ValueError, ImportError) as err:
+            raise click.ClickException(str(err)) from err
+
+    return wrapper
+
+
+def finish(reports: list[UnitReport]) -> None:
+    """Exit with :data:`EXIT_PARTIAL` when some units failed, listing them."""
+    failures = [failure for report in reports for failure in report.failures]
+    if failures:
+        for failure in failures:
+            click.echo(f"FAILED {failure.stage} {failure.unit}: {failure.error}", err=True)
+        click.echo(f"{len(failures)} unit(s) failed; the others completed", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lensdask")
+@click.option("-v", "--verbose", count=True, help="More log output (-v: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(verbose: int, quiet: bool) -> None:
+    """lensdask: find strong gravitational lenses in wide imaging surveys with Dask.
+
+    Stages, each a command: mock-survey (or ingest) -> select. `lensdask run JOB.yaml`
+    chains them from one job file. Every command starts or joins a Dask cluster
+    (--cluster) and prints its dashboard link.
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger.setLevel(level)
+
+
+@main.command("mock-survey")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--tiles", type=int, default=4, show_default=True, help="Number of tiles.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
+@click.option(
+    "--tile-size", type=float, default=1.0, show_default=True, help="Side of a tile, deg (<= 1)."
+)
+@click.option("--density", type=float, default=119_300.0, show_default=True, help="Sources/deg^2.")
+@click.option("--images/--no-images", default=False, show_default=True, help="Write tile images.")
+@click.option(
+    "--bands", default="r,g,i", show_default=True, help="Image bands (KiDS seeing and depth)."
+)
+@cluster_options
+@handle_errors
+def mock_survey_cmd(
+    out: Path,
+    tiles: int,
+    seed: int,
+    tile_size: float,
+    density: float,
+    images: bool,
+    bands: str,
+    no_progress: bool,
+    **opts: Any,
+) -> None:
+    """Generate a mock KiDS-like survey into OUT.
+
+    Writes OUT/catalog/<tile>.parquet (KiDS DR4 columns plus truth columns) and, with
+    --images, OUT/images/<tile>_<band>.fits (TAN WCS, 0.2"/px, Moffat PSF, KiDS depth).
+    Deterministic for a given seed, whatever the number of workers; a rerun skips
+    complete tiles. A full 1 deg^2 tile has ~120k sources and 18000x18000 px images.
+    """
+    from lensdask.config import BandSpec, MockSurveyConfig
+    from lensdask.mock.survey import make_mock_survey
+
+    config = MockSurveyConfig(
+        tiles=tiles,
+        seed=seed,
+        tile_size=tile_size,
+        density=density,
+        images=images,
+        bands=tuple(BandSpec.kids(name.strip()) for name in bands.split(",")),
+    )
+    with cluster_client(opts) as client:
+        report = make_mock_survey(out, config=config, client=client, progress=not no_progress)
+    click.echo(
+        f"mock survey: {report.written} tiles written, {report.skipped} already complete, "
+        f"{report.rows_written} sources written -> {report.out}"
+    )
+    finish([report.units])
+
+
+@main.command("select")
+@click.argument("catalog", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("targets.parquet"),
+    show_default=True,
+    help="Targets dataset (a folder of Parquet files).",
+)
+@click.option(
+    "--job",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Take the select section (cuts, column map) from this job file.",
+)
+@cluster_options
+@handle_errors
+def select_cmd(catalog: Path, out: Path, job: Path | None, no_progress: bool, **opts: Any) -> None:
+    """Select BG and LRG targets from the Parquet CATALOG (file or folder).
+
+    BG: SG2DPHOT == 0 and MAG_AUTO <= 21. LRG (subset of BG, listed once as LRG):
+    MAG_AUTO < 14 + c_par/0.3, |c_perp| < 0.2, MAG_AUTO <= 20 from the GAaP colours
+    (Li et al. 2020). One task per catalog file; counts per tile and sample go to the log,
+    OUT/_summary.json and OUT/_tiles.csv.
+    """
+    from lensdask.catalog.select import select_targets
+    from lensdask.config import SelectConfig, load_job
+
+    config = load_job(job).select if job else SelectConfig()
+    with cluster_client(opts) as client:
+        report = select_targets(
+            catalog, out, config=config, client=client, progress=not no_progress
+        )
+    click.echo(
+        f"select: {report.total('rows')} targets ({report.total('LRG')} LRG, "
+        f"{report.total('BG')} BG) -> {report.out}"
+    )
+    finish([report.units])
+
+
+@main.command("ingest")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Catalog folder to write (one Parquet file per tile).",
+)
+@click.option(
+    "--job",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Take the ingest section (column map, pattern, HDU) from this job file.",
+)
+@cluster_options
+@handle_errors
+def ingest_cmd(source: Path, out: Path, job: Path | None, no_progress: bool, **opts: Any) -> None:
+    """Turn the per-tile FITS catalogs in SOURCE into the Parquet catalog layout.
+
+    Columns are renamed to the KiDS DR4 names with the job's ingest.column_map (for other
+    surveys); the tile name comes from THELI_NAME or the file name. One task per file.
+    """
+    from lensdask.catalog.ingest import ingest_catalogs
+    from lensdask.config import IngestConfig, load_job
+
+    config = (load_job(job).ingest if job else None) or IngestConfig()
+    with cluster_client(opts) as client:
+        report = ingest_catalogs(
+            source, out, config=config, client=client, progress=not no_progress
+        )
+    click.echo(f"ingest: {report.rows} sources from {report.files} files -> {out}")
+    finish([report.units])
+
+
+@main.command("run")
+@click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@cluster_options
+@handle_errors
+def run_cmd(job: Path, no_progress: bool, **opts: Any) -> None:
+    """Run the job file JOB: every stage it configures, skipping what is complete.
+
+    Today: mock-survey (when the job has a mock_survey section) then select. Outputs go
+    under the job's workdir.
+    """
+    from lensdask.config import load_job
+    from lensdask.pipeline import run_job
+
+    config = load_job(job)
+    with cluster_client(opts) as client:
+        result = run_job(config, client=client, progress=not no_progress)
+    for line in result.summary_lines():
+        click.echo(line)
+    finish(result.reports)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

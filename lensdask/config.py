@@ -1,0 +1,288 @@
+"""Typed configuration: frozen dataclasses, validated on construction, loaded from YAML.
+
+A job is one YAML file whose top-level keys are sections (``mock_survey``, ``select``,
+``ingest``) plus ``workdir``; each section becomes the dataclass of its stage. Unknown
+keys and bad values fail with an error that names the file, the section and the key.
+Cluster sizing is not part of a job: it comes from the command line, ``deploy/`` and
+Dask's own configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+KIDS_BANDS: Mapping[str, tuple[float, float]] = types.MappingProxyType(
+    {"u": (1.0, 24.2), "g": (0.86, 25.1), "r": (0.70, 25.0), "i": (0.80, 23.7)}
+)
+"""KiDS DR4 median seeing FWHM (arcsec) and 5-sigma depth in a 2" aperture (AB mag)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def _str_mapping(value: Mapping[str, str] | None, *, where: str) -> dict[str, str]:
+    """A plain (picklable) dict of str to str, checked."""
+    result = dict(value or {})
+    for key, item in result.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ConfigError(f"{where}: maps column names to column names, got {key!r}: {item!r}")
+    return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class BandSpec:
+    """One photometric band of the mock survey."""
+
+    name: str
+    """Band name; tile images are ``<tile>_<name>.fits``."""
+    seeing: float
+    """FWHM of the Moffat PSF, arcsec."""
+    depth: float
+    """5-sigma limiting magnitude in a 2-arcsec aperture, AB mag (sets the sky noise)."""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ConfigError(f"bands: band name {self.name!r} must be a plain word")
+        if not self.seeing > 0:
+            raise ConfigError(f"bands.{self.name}.seeing: must be > 0 arcsec, got {self.seeing}")
+        if not 15 < self.depth < 35:
+            raise ConfigError(f"bands.{self.name}.depth: {self.depth} is not a plausible depth")
+
+    @classmethod
+    def kids(cls, name: str) -> BandSpec:
+        """The KiDS DR4 seeing and depth of band ``name``."""
+        if name not in KIDS_BANDS:
+            raise ConfigError(f"bands: unknown band {name!r}; give seeing and depth for it")
+        seeing, depth = KIDS_BANDS[name]
+        return cls(name=name, seeing=seeing, depth=depth)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MockSurveyConfig:
+    """A mock KiDS-like survey: catalog and, optionally, tile images."""
+
+    tiles: int = 4
+    """Number of tiles (KiDS has 1006 in DR4)."""
+    seed: int = 0
+    """Run seed; tile ``k`` draws from ``SeedSequence([seed, k])``."""
+    tile_size: float = 1.0
+    """Side of the square area covered by each tile, deg (at most 1, the tile spacing)."""
+    density: float = 119_300.0
+    """Mean number of catalog sources per deg^2 (KiDS DR4: ~120M in 1006 deg^2)."""
+    star_fraction: float = 0.12
+    """Fraction of sources that are stars."""
+    nan_colour_fraction: float = 0.03
+    """Fraction of sources with NaN GAaP colours (masked or failed photometry)."""
+    masked_fraction: float = 0.03
+    """Fraction of sources with a non-zero ``MASK`` flag."""
+    images: bool = False
+    """Write the tile images (FITS) too, not just the catalog."""
+    bands: tuple[BandSpec, ...] = field(
+        default_factory=lambda: tuple(BandSpec.kids(b) for b in ("r", "g", "i"))
+    )
+    """Bands of the tile images; ``r`` is required."""
+    pixel_scale: float = 0.2
+    """Pixel scale of the tile images, arcsec/pixel."""
+    zeropoint: float = 30.0
+    """Photometric zero point of the images, AB mag for 1 count."""
+
+    def __post_init__(self) -> None:
+        if self.tiles < 1:
+            raise ConfigError(f"mock_survey.tiles: must be >= 1, got {self.tiles}")
+        if not 0 < self.tile_size <= 1.0:
+            raise ConfigError(f"mock_survey.tile_size: must be in (0, 1] deg, got {self.tile_size}")
+        if not self.density > 0:
+            raise ConfigError(f"mock_survey.density: must be > 0, got {self.density}")
+        for name in ("star_fraction", "nan_colour_fraction", "masked_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"mock_survey.{name}: must be in [0, 1), got {value}")
+        if not self.pixel_scale > 0:
+            raise ConfigError(f"mock_survey.pixel_scale: must be > 0, got {self.pixel_scale}")
+        names = [band.name for band in self.bands]
+        if "r" not in names:
+            raise ConfigError("mock_survey.bands: the r band is required")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"mock_survey.bands: repeated band in {names}")
+
+    @property
+    def image_size(self) -> int:
+        """Side of each tile image, pixels."""
+        return round(self.tile_size * 3600 / self.pixel_scale)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectConfig:
+    """The BG and LRG cuts of Li et al. (2020) and what the targets table keeps."""
+
+    bg_mag_max: float = 21.0
+    """BG: ``MAG_AUTO <= bg_mag_max`` (r-band Kron magnitude)."""
+    lrg_mag_max: float = 20.0
+    """LRG: ``MAG_AUTO <= lrg_mag_max``."""
+    c_perp_max: float = 0.2
+    """LRG: ``|c_perp| < c_perp_max``."""
+    extra_columns: tuple[str, ...] = ()
+    """Catalog columns kept in the targets table beyond the DESIGN.md contract."""
+    column_map: Mapping[str, str] = field(default_factory=dict)
+    """Canonical KiDS name -> this catalog's column name, for catalogs not ingested."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "column_map", _str_mapping(self.column_map, where="select.column_map")
+        )
+        if self.lrg_mag_max > self.bg_mag_max:
+            raise ConfigError(
+                f"select.lrg_mag_max ({self.lrg_mag_max}) must not exceed "
+                f"select.bg_mag_max ({self.bg_mag_max}): LRGs are a subset of BGs"
+            )
+        if not self.c_perp_max > 0:
+            raise ConfigError(f"select.c_perp_max: must be > 0, got {self.c_perp_max}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestConfig:
+    """Turning per-tile FITS catalogs into the Parquet layout."""
+
+    source: Path | None = None
+    """Folder of FITS catalogs (needed when a job runs the ingest; the command takes it as
+    an argument)."""
+    pattern: str = "*.fits"
+    """Glob of the FITS catalog files inside the input folder."""
+    hdu: int = 1
+    """HDU holding the source table."""
+    column_map: Mapping[str, str] = field(default_factory=dict)
+    """Canonical KiDS name -> the survey's column name (e.g. ``MAG_AUTO: MAG_AUTO_R``)."""
+    tile_regex: str = r"(KIDS_[0-9.]+_-?[0-9.]+)"
+    """Regular expression whose first group takes the tile name from a file name, used when
+    the table has no ``THELI_NAME`` column."""
+    extra_columns: tuple[str, ...] = ()
+    """Further columns copied as they are (after renaming)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "column_map", _str_mapping(self.column_map, where="ingest.column_map")
+        )
+        if self.source is not None:
+            object.__setattr__(self, "source", Path(self.source))
+        if self.hdu < 0:
+            raise ConfigError(f"ingest.hdu: must be >= 0, got {self.hdu}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    """A whole job: where it works and the configuration of each stage it runs."""
+
+    workdir: Path = Path("lensdask-output")
+    """Folder for every output of the job (relative paths: to the current directory)."""
+    catalog: Path | None = None
+    """An existing Parquet catalog (file or folder) to select from."""
+    mock_survey: MockSurveyConfig | None = None
+    """Generate a mock survey into ``workdir/survey`` and select from its catalog."""
+    ingest: IngestConfig | None = None
+    """Ingest FITS catalogs from ``ingest.source`` into ``workdir/catalog`` first."""
+    select: SelectConfig = field(default_factory=SelectConfig)
+    """The target selection."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workdir", Path(self.workdir))
+        if self.catalog is not None:
+            object.__setattr__(self, "catalog", Path(self.catalog))
+        given = [
+            name for name in ("catalog", "mock_survey", "ingest") if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ConfigError(
+                "a job takes its catalog from exactly one of: catalog (a Parquet path), "
+                f"mock_survey, ingest; got {given or 'none'}"
+            )
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str) -> T:
+    """Build the config dataclass ``cls`` from a mapping, checking every key.
+
+    Parameters
+    ----------
+    cls : type
+        A config dataclass of this module.
+    data : mapping or None
+        Values by field name (None: all defaults).
+    where : str
+        Where the values come from (file and section), for error messages.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, where=f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _convert(hint: Any, value: Any, *, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _convert(hint, value, where=where)
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, where=where)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            value = [value]
+        if args and args[0] is BandSpec:
+            return tuple(_band(item, where=where) for item in value)
+        return tuple(value)
+    if hint is Path:
+        return Path(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is float and isinstance(value, int):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _band(item: Any, *, where: str) -> BandSpec:
+    if isinstance(item, str):
+        return BandSpec.kids(item)
+    if isinstance(item, Mapping):
+        name = item.get("name")
+        base = dataclasses.asdict(BandSpec.kids(name)) if name in KIDS_BANDS else {}
+        return from_mapping(BandSpec, {**base, **item}, where=where)
+    raise ConfigError(f"{where}: a band is a name or a mapping, got {item!r}")
+
+
+def load_job(path: str | Path) -> JobConfig:
+    """Read a job YAML file into a :class:`JobConfig`, with errors naming the file and key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"job file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: a job file is a mapping of sections")
+    return from_mapping(JobConfig, data, where=str(path))

@@ -1,0 +1,135 @@
+"""Run work units on a Dask cluster with a progress bar, and turn failures into data.
+
+This is the one place where stages submit their units: one task per unit (never per
+galaxy), a progress bar over :func:`distributed.as_completed`, failures collected by unit
+name instead of stopping the job, and a failures table written next to the outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+FAILURES_FILE = "_failures.csv"
+EXIT_PARTIAL = 3
+"""Exit status of a command whose units partly failed while the rest completed."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A unit that failed, with the error it raised."""
+
+    unit: str
+    stage: str
+    error: str
+    attempts: int
+
+
+@dataclass
+class UnitReport:
+    """What came back from running a stage's units."""
+
+    stage: str
+    results: dict[str, Any] = field(default_factory=dict)
+    """Return value of each unit that completed, by unit name."""
+    failures: list[Failure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Units that were complete already and were not run again."""
+
+    @property
+    def ok(self) -> bool:
+        """True when no unit failed."""
+        return not self.failures
+
+    def write_failures(self, out: Path) -> Path | None:
+        """Write (or remove) the failures table ``<out>/_failures.csv``."""
+        path = Path(out) / FAILURES_FILE
+        if not self.failures:
+            path.unlink(missing_ok=True)
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["unit", "stage", "error", "attempts"])
+            for failure in self.failures:
+                writer.writerow([failure.unit, failure.stage, failure.error, failure.attempts])
+        return path
+
+
+def run_units(
+    client: Any,
+    func: Callable[..., Any],
+    units: Sequence[str],
+    *args: Any,
+    stage: str,
+    retries: int = 1,
+    progress: bool = True,
+    unit_args: Sequence[Any] | None = None,
+    **kwargs: Any,
+) -> UnitReport:
+    """Run ``func(unit_arg, *args, **kwargs)`` as one task per unit and collect the outcome.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The injected Dask client.
+    func : callable
+        The per-unit adaptor; it commits its own output and returns a small summary.
+    units : sequence of str
+        Unit names, unique; they name the tasks on the dashboard.
+    *args, **kwargs
+        Passed to every call of ``func`` (small values: configs, paths).
+    stage : str
+        Stage name, for the task keys, the progress bar and the failures table.
+    retries : int
+        How many times Dask retries a failing unit (a lost worker, a transient error).
+    progress : bool
+        Show a progress bar over units (on stderr).
+    unit_args : sequence, optional
+        The first argument of each call, parallel to ``units``; default the unit names.
+
+    Returns
+    -------
+    UnitReport
+        Results by unit and the failures; never raises for a failed unit.
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    report = UnitReport(stage=stage)
+    if not units:
+        return report
+    if len(set(units)) != len(units):
+        raise ValueError(f"{stage}: unit names must be unique")
+    firsts = list(units) if unit_args is None else list(unit_args)
+    futures = {
+        client.submit(
+            func, first, *args, key=(stage, unit), retries=retries, pure=False, **kwargs
+        ): unit
+        for unit, first in zip(units, firsts, strict=True)
+    }
+    bar = tqdm(total=len(units), desc=stage, unit="unit", disable=not progress)
+    try:
+        for future in as_completed(futures):
+            unit = futures[future]
+            if future.status == "finished":
+                report.results[unit] = future.result()
+            else:
+                exc = future.exception()
+                tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                report.failures.append(Failure(unit, stage, tb, retries + 1))
+                logger.error("%s: unit %s failed: %s", stage, unit, tb)
+                bar.set_postfix(failed=len(report.failures))
+            future.release()
+            bar.update(1)
+    finally:
+        bar.close()
+    report.failures.sort(key=lambda failure: failure.unit)
+    return report
