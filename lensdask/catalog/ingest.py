@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lensdask.catalog.schema import CATALOG_COLUMNS, SchemaError, check_columns
+from lensdask.catalog.schema import CATALOG_COLUMNS, SchemaError, check_columns, contract_types
 from lensdask.config import IngestConfig
 from lensdask.runner import UnitReport, run_units
 from lensdask.units import (
@@ -92,9 +92,8 @@ def read_fits_catalog(path: str | Path, *, config: IngestConfig):
                 values = np.full(n, tile_name(path, config=config))
             else:
                 values = _native(data[names[name]])
-            kind = CATALOG_COLUMNS.get(name)
-            columns[name] = pa.array(values, type=pa.type_for_alias(kind) if kind else None)
-    return pa.table(columns)
+            columns[name] = pa.array(values)
+    return contract_types(pa.table(columns))
 
 
 def _native(values: np.ndarray) -> np.ndarray:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import types
 from collections.abc import Mapping
 
-CATALOG_COLUMNS: Mapping[str, str] = types.MappingProxyType(
+CATALOG_COLUMNS: Mapping[str, str | None] = types.MappingProxyType(
     {
         "ID": "string",
         "RAJ2000": "float64",
         "DECJ2000": "float64",
         "THELI_NAME": "string",
-        "SG2DPHOT": "int32",
-        "MAG_AUTO": "float32",
-        "COLOUR_GAAP_g_r": "float32",
-        "COLOUR_GAAP_r_i": "float32",
-        "Z_B": "float32",
+        "SG2DPHOT": None,
+        "MAG_AUTO": None,
+        "COLOUR_GAAP_g_r": None,
+        "COLOUR_GAAP_r_i": None,
+        "Z_B": None,
     }
 )
-"""Columns every catalog has (KiDS DR4 names) and their Arrow types."""
+"""Columns every catalog has (KiDS DR4 names) and the Arrow type each is cast to (None: kept
+as the catalog stores it, e.g. float32 magnitudes in KiDS, float64 elsewhere)."""
 
 SELECTION_COLUMNS = ("SG2DPHOT", "MAG_AUTO", "COLOUR_GAAP_g_r", "COLOUR_GAAP_r_i")
 """Columns the BG/LRG cuts read."""
@@ -51,3 +52,15 @@ def check_columns(present: list[str] | tuple[str, ...], needed: list[str], *, so
         raise SchemaError(
             f"{source}: missing column(s) {', '.join(missing)} (has: {', '.join(present)})"
         )
+
+
+def contract_types(table):
+    """Cast the columns of a pyarrow Table that DESIGN.md types (ID, tile name: string;
+    RA/Dec: float64) and leave the others as they are."""
+    import pyarrow as pa
+
+    fields = []
+    for field in table.schema:
+        kind = CATALOG_COLUMNS.get(field.name)
+        fields.append(field.with_type(pa.type_for_alias(kind)) if kind else field)
+    return table.cast(pa.schema(fields))

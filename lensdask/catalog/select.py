@@ -27,6 +27,7 @@ from lensdask.catalog.schema import (
     SELECTION_COLUMNS,
     SchemaError,
     check_columns,
+    contract_types,
 )
 from lensdask.config import SelectConfig
 from lensdask.runner import UnitReport, run_units
@@ -130,7 +131,7 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig):
         pa.array(np.where(lrg, 0, 1).astype(np.int32)), pa.array(SAMPLES)
     ).cast(pa.string())
     table = table.append_column("sample", sample)
-    return _contract_types(table), int(masks.nan_colour.sum())
+    return contract_types(table), int(masks.nan_colour.sum())
 
 
 def _numpy(column) -> np.ndarray:
@@ -140,17 +141,6 @@ def _numpy(column) -> np.ndarray:
     if pa.types.is_integer(column.type):
         return column.fill_null(-1).to_numpy()
     return column.to_numpy().astype(np.float64, copy=False)
-
-
-def _contract_types(table):
-    """Cast the contract columns to their DESIGN.md types (e.g. large_string -> string)."""
-    import pyarrow as pa
-
-    fields = []
-    for field in table.schema:
-        kind = CATALOG_COLUMNS.get(field.name)
-        fields.append(field.with_type(pa.type_for_alias(kind)) if kind else field)
-    return table.cast(pa.schema(fields))
 
 
 def targets_frame(catalog: str | Path, *, config: SelectConfig | None = None):

@@ -1,0 +1,142 @@
+"""Factories of tiny synthetic data for tests and examples (no Dask, small and fast).
+
+These make catalog frames with chosen values (boundary cases included), write them as
+Parquet catalog files or KiDS-like FITS catalogs, and build a small mock survey config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lensdask.config import MockSurveyConfig
+from lensdask.mock.tiles import ids_to_arrow, kids_ids
+
+
+def c_perp_colours(c_perp: float, *, g_r: float = 1.0) -> tuple[float, float]:
+    """Colours ``(g-r, r-i)`` whose ``c_perp = (r-i) - (g-r)/4.0 - 0.18``, computed in float64
+    in that order, is exactly ``c_perp`` (found by stepping ``r-i`` ulp by ulp)."""
+    r_i = c_perp + g_r / 4.0 + 0.18
+    for _ in range(64):
+        value = r_i - g_r / 4.0 - 0.18
+        if value == c_perp:
+            return g_r, r_i
+        r_i = np.nextafter(r_i, np.inf if value < c_perp else -np.inf)
+    raise ValueError(f"no float64 colours give c_perp == {c_perp}")
+
+
+def boundary_rows() -> list[dict[str, float]]:
+    """Rows exactly on the edges of the cuts: MAG_AUTO = 21.0 and 20.0 (and the next float32
+    above), c_perp = +-0.2 exactly, NaN colours, stars."""
+    above = float(np.nextafter(np.float32(21.0), np.float32(22.0)))
+    above_lrg = float(np.nextafter(np.float32(20.0), np.float32(21.0)))
+    red = {"COLOUR_GAAP_g_r": 1.8, "COLOUR_GAAP_r_i": 0.63}  # c_par = 1.71: MAG_AUTO < 19.7
+    plus = dict(zip(("COLOUR_GAAP_g_r", "COLOUR_GAAP_r_i"), c_perp_colours(0.2), strict=True))
+    minus = dict(zip(("COLOUR_GAAP_g_r", "COLOUR_GAAP_r_i"), c_perp_colours(-0.2), strict=True))
+    redder = {"COLOUR_GAAP_g_r": 2.0, "COLOUR_GAAP_r_i": 0.85}  # c_par = 2.2: MAG_AUTO < 21.3
+    return [
+        {"SG2DPHOT": 0, "MAG_AUTO": 21.0, **red},
+        {"SG2DPHOT": 0, "MAG_AUTO": above, **red},
+        {"SG2DPHOT": 0, "MAG_AUTO": 20.0, **redder},
+        {"SG2DPHOT": 0, "MAG_AUTO": above_lrg, **redder},
+        {"SG2DPHOT": 0, "MAG_AUTO": 16.0, **plus},
+        {"SG2DPHOT": 0, "MAG_AUTO": 16.0, **minus},
+        {"SG2DPHOT": 0, "MAG_AUTO": 17.0, "COLOUR_GAAP_g_r": np.nan, "COLOUR_GAAP_r_i": 0.4},
+        {"SG2DPHOT": 0, "MAG_AUTO": 17.0, "COLOUR_GAAP_g_r": 1.0, "COLOUR_GAAP_r_i": np.nan},
+        {"SG2DPHOT": 1, "MAG_AUTO": 17.0, "COLOUR_GAAP_g_r": 1.0, "COLOUR_GAAP_r_i": 0.43},
+        {"SG2DPHOT": 4, "MAG_AUTO": 16.0, "COLOUR_GAAP_g_r": 1.2, "COLOUR_GAAP_r_i": 0.5},
+    ]
+
+
+def catalog_frame(
+    n: int = 1000,
+    *,
+    seed: int = 0,
+    tile: str = "KIDS_10.0_0.5",
+    ra0: float = 10.0,
+    dec0: float = 0.5,
+    boundary: bool = True,
+) -> pd.DataFrame:
+    """A synthetic catalog frame with the KiDS DR4 columns.
+
+    ``MAG_AUTO`` is float32 as in KiDS; the colours are float64 so that the boundary rows
+    can sit exactly on ``|c_perp| = 0.2``. Values are spread around the cut edges so both
+    outcomes of every cut occur; with ``boundary`` the :func:`boundary_rows` are appended.
+    IDs are KiDS names made from the positions (unique).
+    """
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "SG2DPHOT": rng.choice([0, 0, 0, 1, 2], n).astype(np.int32),
+            "MAG_AUTO": rng.uniform(15.0, 22.5, n),
+            "COLOUR_GAAP_g_r": rng.uniform(0.0, 2.2, n),
+            "COLOUR_GAAP_r_i": rng.uniform(0.0, 1.0, n),
+        }
+    )
+    nan = rng.random(n) < 0.05
+    frame.loc[nan, "COLOUR_GAAP_g_r"] = np.nan
+    if boundary:
+        frame = pd.concat([frame, pd.DataFrame(boundary_rows())], ignore_index=True)
+    m = len(frame)
+    ra = ra0 + (np.arange(m) + 0.5) / m * 0.5  # distinct ID cells
+    dec = np.full(m, dec0) + rng.uniform(-0.4, 0.4, m)
+    frame.insert(0, "ID", np.asarray(ids_to_arrow(kids_ids(ra, dec)).to_pylist(), dtype=object))
+    frame.insert(1, "RAJ2000", ra)
+    frame.insert(2, "DECJ2000", dec)
+    frame.insert(3, "THELI_NAME", tile)
+    frame["Z_B"] = rng.uniform(0.0, 1.2, m).astype(np.float32)
+    frame["MAG_AUTO"] = frame["MAG_AUTO"].astype(np.float32)
+    frame["SG2DPHOT"] = frame["SG2DPHOT"].astype(np.int32)
+    return frame
+
+
+def write_parquet_catalog(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a catalog frame as one Parquet file (the layout the selection reads)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path
+
+
+def write_fits_catalog(
+    frame: pd.DataFrame,
+    path: str | Path,
+    *,
+    rename: Mapping[str, str] | None = None,
+    extra_columns: int = 3,
+) -> Path:
+    """Write a catalog frame as a KiDS-like FITS binary table (HDU 1).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Catalog rows.
+    path : path
+        Output FITS file.
+    rename : mapping, optional
+        Canonical name -> name in the file (to mimic another survey).
+    extra_columns : int
+        Unrelated float columns added (KiDS catalogs have hundreds).
+    """
+    from astropy.table import Table
+
+    table = Table.from_pandas(frame.rename(columns=dict(rename or {})))
+    for k in range(extra_columns):
+        table[f"EXTRA_{k}"] = np.arange(len(frame), dtype=np.float32) * (k + 1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.write(path, format="fits", overwrite=True)
+    return path
+
+
+def small_survey_config(**overrides: object) -> MockSurveyConfig:
+    """A mock survey small enough for tests: 2 tiles of 0.02 deg (360 px), low density."""
+    values: dict[str, object] = {"tiles": 2, "tile_size": 0.02, "seed": 7, "images": False}
+    values.update(overrides)
+    return MockSurveyConfig(**values)  # type: ignore[arg-type]
