@@ -206,7 +206,7 @@ class JobConfig:
             )
 
 
-def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str) -> T:
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") -> T:
     """Build the config dataclass ``cls`` from a mapping, checking every key.
 
     Parameters
@@ -216,23 +216,24 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str) ->
     data : mapping or None
         Values by field name (None: all defaults).
     where : str
-        Where the values come from (file and section), for error messages.
+        Dotted name of the section the values come from (``mock_survey``), for messages.
     """
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'job'}: expected a mapping of keys, got {data!r}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value, where=f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(
+            f"{where or 'top level'}: unknown key(s) {', '.join(map(str, unknown))}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+    prefix = f"{where}." if where else ""
+    kwargs = {
+        name: _convert(hints[name], value, where=prefix + name) for name, value in data.items()
+    }
+    return cls(**kwargs)
 
 
 def _convert(hint: Any, value: Any, *, where: str) -> Any:
@@ -285,4 +286,7 @@ def load_job(path: str | Path) -> JobConfig:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a job file is a mapping of sections")
-    return from_mapping(JobConfig, data, where=str(path))
+    try:
+        return from_mapping(JobConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -118,12 +118,12 @@ def draw_population(
     g_r[~star] = np.where(
         red,
         0.75 + 2.3 * np.minimum(z_gal, 0.45) + rng.normal(0, 0.05, n_gal),
-        0.30 + 0.9 * z_gal + rng.normal(0, 0.12, n_gal),
+        0.30 + 0.9 * np.minimum(z_gal, 0.6) + rng.normal(0, 0.12, n_gal),
     )
     r_i[~star] = np.where(
         red,
         0.38 + 0.55 * z_gal + rng.normal(0, 0.04, n_gal),
-        0.15 + 0.5 * z_gal + rng.normal(0, 0.10, n_gal),
+        0.15 + 0.5 * np.minimum(z_gal, 1.0) + rng.normal(0, 0.10, n_gal),
     )
     g_r[star] = rng.uniform(0.2, 1.5, n_star)
     r_i[star] = 0.1 + 0.45 * g_r[star] + rng.normal(0, 0.05, n_star)

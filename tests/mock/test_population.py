@@ -1,0 +1,76 @@
+"""The mock population: KiDS-like number counts, colours, and BG/LRG fractions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lensdask.catalog.cuts import classify_targets
+from lensdask.config import MockSurveyConfig
+from lensdask.mock.population import TYPES, draw_population
+
+N = 400_000
+
+
+@pytest.fixture(scope="module")
+def population() -> pd.DataFrame:
+    return pd.DataFrame(draw_population(N, np.random.default_rng(11), config=MockSurveyConfig()))
+
+
+def test_bg_and_lrg_fractions_match_kids_dr4(population):
+    """KiDS DR4: 3.81M BGs of ~120M sources (3.2%), 126,884 LRGs of them (3.3%).
+    Tolerances: BG fraction within 0.4 percentage points, LRG/BG within 1.0 point."""
+    targets = classify_targets(population)
+    bg_fraction = len(targets) / N
+    lrg_per_bg = (targets["sample"] == "LRG").mean()
+    assert bg_fraction == pytest.approx(0.0317, abs=0.004)
+    assert lrg_per_bg == pytest.approx(0.033, abs=0.010)
+
+
+def test_number_counts_rise_to_r_25(population):
+    galaxies = population[population["SG2DPHOT"] == 0]
+    counts, _ = np.histogram(galaxies["MAG_AUTO"], bins=np.arange(16.0, 25.5, 1.0))
+    assert np.all(np.diff(counts) > 0)
+    # Euclidean-like slope: dlog N / dm between 0.2 and 0.5 over 18..24
+    slope = np.polyfit(np.arange(16.5, 25.0, 1.0)[2:], np.log10(counts[2:]), 1)[0]
+    assert 0.2 < slope < 0.5
+    assert population["MAG_AUTO"].max() < 27.5  # noisy Kron magnitudes at the limit
+
+
+def test_star_fraction_and_flags(population):
+    stars = population["SG2DPHOT"] > 0
+    assert stars.mean() == pytest.approx(0.12, abs=0.005)
+    assert (population.loc[stars, "TRUE_TYPE"] == TYPES.index("star")).all()
+    assert (population.loc[~stars, "TRUE_TYPE"] != TYPES.index("star")).all()
+    assert (population["MASK"] != 0).mean() == pytest.approx(0.03, abs=0.003)
+
+
+def test_nan_colours_are_a_few_percent(population):
+    nan = population["COLOUR_GAAP_g_r"].isna()
+    assert nan.mean() == pytest.approx(0.03, abs=0.003)
+    assert (nan == population["COLOUR_GAAP_r_i"].isna()).all()
+
+
+def test_red_sequence_is_redder_than_blue_cloud(population):
+    red = population[population["TRUE_TYPE"] == TYPES.index("red")]
+    blue = population[population["TRUE_TYPE"] == TYPES.index("blue")]
+    assert red["TRUE_g_r"].median() > blue["TRUE_g_r"].median() + 0.4
+    assert red["N_SERSIC"].median() > 3 > blue["N_SERSIC"].median()
+    assert blue["AXIS_RATIO"].min() < 0.3 < red["AXIS_RATIO"].min() + 0.21
+
+
+def test_photo_z_tracks_true_z(population):
+    galaxies = population[population["SG2DPHOT"] == 0]
+    dz = (galaxies["Z_B"] - galaxies["TRUE_Z"]) / (1 + galaxies["TRUE_Z"])
+    nmad = 1.4826 * np.median(np.abs(dz - np.median(dz)))
+    assert 0.03 < nmad < 0.08
+    assert np.allclose(galaxies["Z_B"] * 100, np.round(galaxies["Z_B"] * 100), atol=1e-3)
+
+
+def test_brighter_galaxies_are_bigger_and_nearer(population):
+    galaxies = population[population["SG2DPHOT"] == 0]
+    bright = galaxies[galaxies["MAG_AUTO"] < 19]
+    faint = galaxies[galaxies["MAG_AUTO"] > 23]
+    assert bright["R_EFF"].median() > 2 * faint["R_EFF"].median()
+    assert bright["TRUE_Z"].median() < faint["TRUE_Z"].median()
