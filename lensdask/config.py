@@ -10,6 +10,7 @@ Dask's own configuration.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -161,9 +162,11 @@ class IngestConfig:
     """HDU holding the source table."""
     column_map: Mapping[str, str] = field(default_factory=dict)
     """Canonical KiDS name -> the survey's column name (e.g. ``MAG_AUTO: MAG_AUTO_R``)."""
-    tile_regex: str = r"(KIDS_[0-9.]+_-?[0-9.]+)"
-    """Regular expression whose first group takes the tile name from a file name, used when
-    the table has no ``THELI_NAME`` column."""
+    tile_regex: str = r"(?:KIDS|KiDS_DR[0-9.]+)_([0-9]+\.[0-9]+)_(-?[0-9]+\.[0-9]+)"
+    """Regular expression that finds the tile in a file name, used as the unit name and when
+    the table has no ``THELI_NAME`` column. With two groups (RA and Dec of the tile centre)
+    the tile is ``KIDS_<ra>_<dec>``; with one group, that group. The default reads both
+    ``KIDS_186.0_0.5_cat.fits`` and KiDS DR4's ``KiDS_DR4.0_186.0_0.5_ugriZYJHKs_cat.fits``."""
     extra_columns: tuple[str, ...] = ()
     """Further columns copied as they are (after renaming)."""
 
@@ -175,6 +178,12 @@ class IngestConfig:
             object.__setattr__(self, "source", Path(self.source))
         if self.hdu < 0:
             raise ConfigError(f"ingest.hdu: must be >= 0, got {self.hdu}")
+        try:
+            groups = re.compile(self.tile_regex).groups
+        except re.error as err:
+            raise ConfigError(f"ingest.tile_regex: not a regular expression: {err}") from None
+        if groups not in (1, 2):
+            raise ConfigError(f"ingest.tile_regex: needs one or two groups, has {groups}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,9 +110,12 @@ def run_units(
     if len(set(units)) != len(units):
         raise ValueError(f"{stage}: unit names must be unique")
     firsts = list(units) if unit_args is None else list(unit_args)
+    # Task keys are unique per call: a key the scheduler still holds from an earlier call
+    # (releases are asynchronous) would hand back that call's result instead of running.
+    run = uuid.uuid4().hex[:8]
     futures = {
         client.submit(
-            func, first, *args, key=(stage, unit), retries=retries, pure=False, **kwargs
+            func, first, *args, key=(stage, unit, run), retries=retries, pure=False, **kwargs
         ): unit
         for unit, first in zip(units, firsts, strict=True)
     }

@@ -87,13 +87,17 @@ def target_masks(
         The cut values.
     """
     mag = np.asarray(mag, dtype=np.float64)
-    g_r = np.asarray(g_r, dtype=np.float64)
-    r_i = np.asarray(r_i, dtype=np.float64)
     bg = (np.asarray(sg2dphot) == 0) & (mag <= config.bg_mag_max)
-    lrg = bg & colour_cuts(
-        mag, g_r, r_i, lrg_mag_max=config.lrg_mag_max, c_perp_max=config.c_perp_max
+    # the colour cuts only for the BGs (~3% of a catalog)
+    rows = np.flatnonzero(bg)
+    g_r = np.asarray(g_r)[rows].astype(np.float64)
+    r_i = np.asarray(r_i)[rows].astype(np.float64)
+    lrg = np.zeros_like(bg)
+    lrg[rows] = colour_cuts(
+        mag[rows], g_r, r_i, lrg_mag_max=config.lrg_mag_max, c_perp_max=config.c_perp_max
     )
-    nan_colour = bg & (np.isnan(g_r) | np.isnan(r_i))
+    nan_colour = np.zeros_like(bg)
+    nan_colour[rows] = np.isnan(g_r) | np.isnan(r_i)
     return CutMasks(bg=bg, lrg=lrg, nan_colour=nan_colour)
 
 

@@ -41,6 +41,8 @@ def tile_name(path: Path, *, config: IngestConfig) -> str:
             f"{path}: no THELI_NAME column and the file name does not match "
             f"ingest.tile_regex {config.tile_regex!r}"
         )
+    if len(match.groups()) == 2:
+        return f"KIDS_{match.group(1)}_{match.group(2)}"
     return match.group(1)
 
 

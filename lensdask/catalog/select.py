@@ -105,22 +105,17 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig):
         The file cannot be read (the message names it).
     """
     import pyarrow as pa
-    import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
     path = Path(path)
     wanted = output_columns(config)
     names = {name: config.column_map.get(name, name) for name in wanted}
     try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowException) as err:
-        raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
-    check_columns(schema.names, list(names.values()), source=str(path))
-    pushdown = (ds.field(names["SG2DPHOT"]) == 0) & (
-        ds.field(names["MAG_AUTO"]) <= config.bg_mag_max
-    )
-    try:
-        table = pq.read_table(path, columns=list(names.values()), filters=pushdown)
+        parquet = pq.ParquetFile(path)
+        check_columns(parquet.schema_arrow.names, list(names.values()), source=str(path))
+        groups = bg_row_groups(parquet.metadata, names=names, config=config)
+        # one thread: the Dask worker's threads are the parallelism
+        table = parquet.read_row_groups(groups, columns=list(names.values()), use_threads=False)
     except (OSError, pa.ArrowException) as err:
         raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
     table = table.rename_columns(list(names))
@@ -134,13 +129,48 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig):
     return contract_types(table), int(masks.nan_colour.sum())
 
 
+def bg_row_groups(metadata, *, names: dict[str, str], config: SelectConfig) -> list[int]:
+    """Row groups that may hold BGs, from the Parquet statistics (the filter pushdown).
+
+    A row group is skipped when its ``MAG_AUTO`` minimum is fainter than ``bg_mag_max`` or
+    its ``SG2DPHOT`` range excludes 0; row groups without statistics are kept.
+
+    Parameters
+    ----------
+    metadata : pyarrow.parquet.FileMetaData
+        The file's footer.
+    names : dict
+        Canonical column name -> name in the file.
+    config : SelectConfig
+        The cuts.
+    """
+    columns = metadata.schema.names
+    mag = columns.index(names["MAG_AUTO"])
+    flag = columns.index(names["SG2DPHOT"])
+    kept = []
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        mag_stats = group.column(mag).statistics
+        flag_stats = group.column(flag).statistics
+        if mag_stats is not None and mag_stats.has_min_max and mag_stats.min > config.bg_mag_max:
+            continue
+        if flag_stats is not None and flag_stats.has_min_max and not (
+            flag_stats.min <= 0 <= flag_stats.max
+        ):
+            continue
+        kept.append(index)
+    return kept
+
+
 def _numpy(column) -> np.ndarray:
-    """A column as a float/int NumPy array, nulls as NaN (or -1 for integers)."""
+    """A column as a NumPy array, nulls as NaN (or -1 for integers)."""
     import pyarrow as pa
 
     if pa.types.is_integer(column.type):
         return column.fill_null(-1).to_numpy()
-    return column.to_numpy().astype(np.float64, copy=False)
+    if column.null_count:
+        return column.to_numpy().astype(np.float64)  # nulls come back as NaN
+    return column.to_numpy()
 
 
 def targets_frame(catalog: str | Path, *, config: SelectConfig | None = None):
