@@ -112,19 +112,25 @@ def run_units(
     firsts = list(units) if unit_args is None else list(unit_args)
     # Task keys are unique per call: a key the scheduler still holds from an earlier call
     # (releases are asynchronous) would hand back that call's result instead of running.
+    # One map call, not a submit per unit: the scheduler gets a single graph update.
     run = uuid.uuid4().hex[:8]
-    futures = {
-        client.submit(
-            func, first, *args, key=(stage, unit, run), retries=retries, pure=False, **kwargs
-        ): unit
-        for unit, first in zip(units, firsts, strict=True)
-    }
+    futures_list = client.map(
+        func,
+        firsts,
+        *([arg] * len(firsts) for arg in args),
+        key=[(stage, unit, run) for unit in units],
+        retries=retries,
+        pure=False,
+        **kwargs,
+    )
+    futures = dict(zip(futures_list, units, strict=True))
     bar = tqdm(total=len(units), desc=stage, unit="unit", disable=not progress)
     try:
-        for future in as_completed(futures):
+        # with_results: results are fetched concurrently, not one round trip per unit
+        for future, result in as_completed(futures, with_results=True, raise_errors=False):
             unit = futures[future]
             if future.status == "finished":
-                report.results[unit] = future.result()
+                report.results[unit] = result
             else:
                 exc = future.exception()
                 tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()

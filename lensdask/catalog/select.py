@@ -111,7 +111,10 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig):
     wanted = output_columns(config)
     names = {name: config.column_map.get(name, name) for name in wanted}
     try:
-        parquet = pq.ParquetFile(path)
+        metadata = pq.read_metadata(path)
+        parquet = pq.ParquetFile(
+            path, metadata=metadata, read_dictionary=_dictionary_strings(metadata)
+        )
         check_columns(parquet.schema_arrow.names, list(names.values()), source=str(path))
         groups = bg_row_groups(parquet.metadata, names=names, config=config)
         # one thread: the Dask worker's threads are the parallelism
@@ -127,6 +130,19 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig):
     ).cast(pa.string())
     table = table.append_column("sample", sample)
     return contract_types(table), int(masks.nan_colour.sum())
+
+
+def _dictionary_strings(metadata) -> list[str]:
+    """String columns stored dictionary-encoded (e.g. ``THELI_NAME``): read them as
+    dictionaries instead of expanding every row, and cast after filtering."""
+    if metadata.num_row_groups == 0:
+        return []
+    group = metadata.row_group(0)
+    return [
+        group.column(j).path_in_schema
+        for j in range(group.num_columns)
+        if group.column(j).physical_type == "BYTE_ARRAY" and group.column(j).has_dictionary_page
+    ]
 
 
 def bg_row_groups(metadata, *, names: dict[str, str], config: SelectConfig) -> list[int]:
