@@ -31,7 +31,7 @@ class JobResult:
     def summary_lines(self) -> list[str]:
         """Human-readable lines: counts, then where each output is."""
         lines = [f"{key}: {value}" for key, value in self.counts.items()]
-        lines += [f"{name}: {path}" for name, path in self.outputs.items()]
+        lines += [f"{name} -> {path}" for name, path in self.outputs.items()]
         return lines
 
 
@@ -89,9 +89,9 @@ def run_job(config: JobConfig, *, client: Any, progress: bool = True) -> JobResu
     result.outputs["targets"] = selection.out
     result.counts.update(
         {
-            "targets": selection.total("rows"),
+            "targets selected": selection.total("rows"),
             "LRG": selection.total("LRG"),
-            "BG": selection.total("BG"),
+            "BG (not LRG)": selection.total("BG"),
         }
     )
     return result

@@ -45,13 +45,13 @@ def test_run_a_job_file_on_a_running_scheduler(tmp_path, address):
     assert result.exit_code == 0, result.output
     assert "Dask dashboard: http" in result.output
     targets = pd.read_parquet(tmp_path / "work" / "targets.parquet")
-    assert f"targets: {len(targets)}" in result.output
+    assert f"targets selected: {len(targets)}" in result.output
     assert f"LRG: {(targets['sample'] == 'LRG').sum()}" in result.output
-    assert f"targets: {tmp_path / 'work' / 'targets.parquet'}" in result.output
+    assert f"targets -> {tmp_path / 'work' / 'targets.parquet'}" in result.output
     assert set(targets["TRUE_TYPE"]) <= {"red", "blue", "star"}
     again = invoke("run", str(job), "--cluster", address, "--no-progress")
     assert again.exit_code == 0
-    assert f"targets: {len(targets)}" in again.output
+    assert f"targets selected: {len(targets)}" in again.output
 
 
 def test_bad_parameter_is_named_and_exits_1(tmp_path, address):
