@@ -112,7 +112,7 @@ def finish(reports: list[UnitReport]) -> None:
 def main(verbose: int, quiet: bool) -> None:
     """lensdask: find strong gravitational lenses in wide imaging surveys with Dask.
 
-    Stages, each a command: mock-survey (or ingest) -> select. `lensdask run JOB.yaml`
+    Stages, each a command: mock-survey (or ingest) -> select -> cutouts. `lensdask run JOB.yaml`
     chains them from one job file. Every command starts or joins a Dask cluster
     (--cluster) and prints its dashboard link.
     """
@@ -131,6 +131,12 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--density", type=float, default=119_300.0, show_default=True, help="Sources/deg^2.")
 @click.option("--images/--no-images", default=False, show_default=True, help="Write tile images.")
 @click.option(
+    "--image-pixels",
+    type=int,
+    default=None,
+    help="Side of the tile images, px (default: the tile; more adds a margin of sky).",
+)
+@click.option(
     "--bands", default="r,g,i", show_default=True, help="Image bands (KiDS seeing and depth)."
 )
 @cluster_options
@@ -142,6 +148,7 @@ def mock_survey_cmd(
     tile_size: float,
     density: float,
     images: bool,
+    image_pixels: int | None,
     bands: str,
     no_progress: bool,
     **opts: Any,
@@ -162,6 +169,7 @@ def mock_survey_cmd(
         tile_size=tile_size,
         density=density,
         images=images,
+        image_pixels=image_pixels,
         bands=tuple(BandSpec.kids(name.strip()) for name in bands.split(",")),
     )
     with cluster_client(opts) as client:
@@ -212,6 +220,68 @@ def select_cmd(catalog: Path, out: Path, job: Path | None, no_progress: bool, **
     finish([report.units])
 
 
+@main.command("cutouts")
+@click.argument("targets", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of the tile images (<tile>_<band>.fits).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("cutouts.zarr"),
+    show_default=True,
+    help="The Zarr cutout store.",
+)
+@click.option(
+    "--bands", default="r,g,i", show_default=True, help="Bands; the first decides on-tile."
+)
+@click.option("--size", type=int, default=101, show_default=True, help="Cutout side, px.")
+@click.option(
+    "--image-pattern", default="{tile}_{band}.fits", show_default=True, help="Image file names."
+)
+@cluster_options
+@handle_errors
+def cutouts_cmd(
+    targets: Path,
+    images: Path,
+    out: Path,
+    bands: str,
+    size: int,
+    image_pattern: str,
+    no_progress: bool,
+    **opts: Any,
+) -> None:
+    """Cut 101x101 stamps of the TARGETS (Parquet) from the tile images into a Zarr store.
+
+    One task per tile opens the tile's FITS images memory-mapped and slices all its stamps;
+    pixel values equal astropy's Cutout2D (mode partial, NaN outside the image). Each tile
+    is committed whole with a completion marker; a rerun skips complete tiles. Targets
+    whose centre is off their tile are skipped and counted.
+    """
+    from lensdask.config import CutoutConfig
+    from lensdask.cutouts.make import make_cutouts
+
+    config = CutoutConfig(
+        bands=tuple(band.strip() for band in bands.split(",")),
+        size=size,
+        image_pattern=image_pattern,
+    )
+    with cluster_client(opts) as client:
+        report = make_cutouts(
+            targets, images, out, config=config, client=client, progress=not no_progress
+        )
+    click.echo(
+        f"cutouts: {report.written} tiles written, {report.skipped} already complete, "
+        f"{len(report.units.failures)} failed; {report.counts['cutouts']} cutouts "
+        f"({report.counts['edge']} at an image border), {report.counts['outside']} targets "
+        f"outside their tile -> {report.out}"
+    )
+    finish([report.units])
+
+
 @main.command("ingest")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -252,8 +322,8 @@ def ingest_cmd(source: Path, out: Path, job: Path | None, no_progress: bool, **o
 def run_cmd(job: Path, no_progress: bool, **opts: Any) -> None:
     """Run the job file JOB: every stage it configures, skipping what is complete.
 
-    Today: mock-survey (when the job has a mock_survey section) then select. Outputs go
-    under the job's workdir.
+    Today: mock-survey (when the job has a mock_survey section) or ingest, then select,
+    then cutouts (when the job has a cutouts section). Outputs go under the job's workdir.
     """
     from lensdask.config import load_job
     from lensdask.pipeline import run_job

@@ -95,6 +95,10 @@ class MockSurveyConfig:
     """Pixel scale of the tile images, arcsec/pixel."""
     zeropoint: float = 30.0
     """Photometric zero point of the images, AB mag for 1 count."""
+    image_pixels: int | None = None
+    """Side of each tile image, pixels. Default: the tile itself (``tile_size`` /
+    ``pixel_scale``, 18000 px for 1 deg). Larger values add a margin of empty sky around
+    the tile, like KiDS coadds, which are ~21000 px for 1 deg tiles."""
 
     def __post_init__(self) -> None:
         if self.tiles < 1:
@@ -109,6 +113,8 @@ class MockSurveyConfig:
                 raise ConfigError(f"mock_survey.{name}: must be in [0, 1), got {value}")
         if not self.pixel_scale > 0:
             raise ConfigError(f"mock_survey.pixel_scale: must be > 0, got {self.pixel_scale}")
+        if self.image_pixels is not None and self.image_pixels < 1:
+            raise ConfigError(f"mock_survey.image_pixels: must be >= 1, got {self.image_pixels}")
         names = [band.name for band in self.bands]
         if "r" not in names:
             raise ConfigError("mock_survey.bands: the r band is required")
@@ -118,7 +124,7 @@ class MockSurveyConfig:
     @property
     def image_size(self) -> int:
         """Side of each tile image, pixels."""
-        return round(self.tile_size * 3600 / self.pixel_scale)
+        return self.image_pixels or round(self.tile_size * 3600 / self.pixel_scale)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,6 +193,42 @@ class IngestConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CutoutConfig:
+    """Cutouts of the targets from the tile images into a Zarr store."""
+
+    bands: tuple[str, ...] = ("r", "g", "i")
+    """Bands to cut; the first is the detection band that decides if a target is on its
+    tile. Every band's image must exist for a tile to complete."""
+    size: int = 101
+    """Side of a cutout, pixels (odd; 101 px = 20 arcsec at 0.2 arcsec/pixel)."""
+    image_pattern: str = "{tile}_{band}.fits"
+    """File name of a tile image inside the images folder."""
+    hdu: int = 0
+    """HDU of the image in each FITS file."""
+    chunk: int = 64
+    """Cutouts per Zarr chunk (see tests/benchmarks/README.md for the measurement)."""
+    compression_level: int = 3
+    """Zstandard level of the cutout arrays (0: no compression)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", tuple(self.bands))
+        if not self.bands:
+            raise ConfigError("cutouts.bands: at least one band is needed")
+        if len(set(self.bands)) != len(self.bands):
+            raise ConfigError(f"cutouts.bands: repeated band in {list(self.bands)}")
+        if self.size < 1 or self.size % 2 != 1:
+            raise ConfigError(f"cutouts.size: must be a positive odd number, got {self.size}")
+        if "{tile}" not in self.image_pattern or "{band}" not in self.image_pattern:
+            raise ConfigError(
+                f"cutouts.image_pattern: needs {{tile}} and {{band}}, got {self.image_pattern!r}"
+            )
+        if self.chunk < 1:
+            raise ConfigError(f"cutouts.chunk: must be >= 1, got {self.chunk}")
+        if not 0 <= self.compression_level <= 22:
+            raise ConfigError(f"cutouts.compression_level: 0 to 22, got {self.compression_level}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """A whole job: where it works and the configuration of each stage it runs."""
 
@@ -200,9 +242,15 @@ class JobConfig:
     """Ingest FITS catalogs from ``ingest.source`` into ``workdir/catalog`` first."""
     select: SelectConfig = field(default_factory=SelectConfig)
     """The target selection."""
+    images: Path | None = None
+    """Folder of the tile images (default: the mock survey's images)."""
+    cutouts: CutoutConfig | None = None
+    """Cut the targets out of the tile images into ``workdir/cutouts.zarr``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workdir", Path(self.workdir))
+        if self.images is not None:
+            object.__setattr__(self, "images", Path(self.images))
         if self.catalog is not None:
             object.__setattr__(self, "catalog", Path(self.catalog))
         given = [

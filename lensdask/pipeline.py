@@ -5,6 +5,7 @@ Layout of the job's ``workdir``::
     workdir/survey/           mock survey (catalog/, images/) when the job has mock_survey
     workdir/catalog/          ingested catalog when the job has ingest
     workdir/targets.parquet/  the BG/LRG targets
+    workdir/cutouts.zarr/     cutouts of the targets, when the job has a cutouts section
 """
 
 from __future__ import annotations
@@ -94,4 +95,27 @@ def run_job(config: JobConfig, *, client: Any, progress: bool = True) -> JobResu
             "BG (not LRG)": selection.total("BG"),
         }
     )
+    if config.cutouts is not None:
+        from lensdask.cutouts.make import make_cutouts
+        from lensdask.mock.survey import IMAGES_DIR
+
+        images = config.images
+        if images is None:
+            if config.mock_survey is None or not config.mock_survey.images:
+                raise ValueError(
+                    "cutouts: set `images:` to the folder of tile images (or make a mock "
+                    "survey with `images: true`)"
+                )
+            images = workdir / "survey" / IMAGES_DIR
+        cutouts = make_cutouts(
+            selection.out,
+            images,
+            workdir / "cutouts.zarr",
+            config=config.cutouts,
+            client=client,
+            progress=progress,
+        )
+        result.reports.append(cutouts.units)
+        result.outputs["cutouts"] = cutouts.out
+        result.counts["cutouts written now"] = cutouts.counts["cutouts"]
     return result

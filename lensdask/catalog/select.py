@@ -170,8 +170,10 @@ def bg_row_groups(metadata, *, names: dict[str, str], config: SelectConfig) -> l
         flag_stats = group.column(flag).statistics
         if mag_stats is not None and mag_stats.has_min_max and mag_stats.min > config.bg_mag_max:
             continue
-        if flag_stats is not None and flag_stats.has_min_max and not (
-            flag_stats.min <= 0 <= flag_stats.max
+        if (
+            flag_stats is not None
+            and flag_stats.has_min_max
+            and not (flag_stats.min <= 0 <= flag_stats.max)
         ):
             continue
         kept.append(index)

@@ -1,0 +1,319 @@
+"""Make the cutouts of all targets: one Dask task per tile, committed tile by tile.
+
+Each task reads its tile's targets, opens the tile's FITS images memory-mapped (never a
+whole image in memory), converts the targets' RA/Dec to pixels with each image's WCS,
+slices all stamps in bulk (:mod:`lensdask.cutouts.extract`) and commits the tile's group
+of the Zarr store (:mod:`lensdask.cutouts.store`) with its completion marker. A target
+whose centre falls outside its tile's image is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensdask import __version__
+from lensdask.catalog.select import catalog_files
+from lensdask.config import CutoutConfig
+from lensdask.cutouts.extract import centre_inside, extract_stamps, sky_to_pixel
+from lensdask.cutouts.store import commit_tile_group, open_root, write_tile_group
+from lensdask.runner import UnitReport, run_units
+from lensdask.units import (
+    Marker,
+    clear_marker,
+    config_hash,
+    ids_hash,
+    is_complete,
+    staging_path,
+    write_marker,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGE = "cutouts"
+TARGET_COLUMNS = ("ID", "RAJ2000", "DECJ2000", "THELI_NAME", "sample")
+
+
+def tile_sources(targets: str | Path) -> dict[str, list[Path]]:
+    """Which targets files hold each tile, from the Parquet footers where possible.
+
+    A file whose ``THELI_NAME`` statistics say it holds one tile (as ``lensdask select``
+    writes them) costs only its footer; other files have that one column read.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    sources: dict[str, list[Path]] = defaultdict(list)
+    for path in catalog_files(targets):
+        metadata = pq.read_metadata(path)
+        names = metadata.schema.names
+        if "THELI_NAME" not in names:
+            raise KeyError(f"{path}: missing column THELI_NAME")
+        column = names.index("THELI_NAME")
+        stats = [
+            metadata.row_group(i).column(column).statistics for i in range(metadata.num_row_groups)
+        ]
+        if stats and all(s is not None and s.has_min_max and s.min == s.max for s in stats):
+            tiles = {s.min for s in stats}
+        else:
+            tiles = set(
+                pc.unique(pq.read_table(path, columns=["THELI_NAME"])["THELI_NAME"]).to_pylist()
+            )
+        for tile in tiles:
+            sources[tile].append(path)
+    return dict(sorted(sources.items()))
+
+
+def read_tile_targets(tile: str, sources: list[Path]):
+    """The targets of ``tile`` from its targets files, as a pyarrow Table."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset([str(path) for path in sources], format="parquet")
+    missing = [name for name in TARGET_COLUMNS if name not in dataset.schema.names]
+    if missing:
+        raise KeyError(f"{sources[0]}: missing column(s) {', '.join(missing)}")
+    table = dataset.to_table(
+        columns=list(TARGET_COLUMNS), filter=ds.field("THELI_NAME") == tile, use_threads=False
+    )
+    return table.cast(
+        pa.schema(
+            [
+                (name, pa.float64() if name in ("RAJ2000", "DECJ2000") else pa.string())
+                for name in TARGET_COLUMNS
+            ]
+        )
+    )
+
+
+def open_image(path: Path, *, hdu: int):
+    """A tile image memory-mapped, with its WCS; errors name the file."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: tile image missing")
+    try:
+        hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
+        header = hdul[hdu].header
+        data = hdul[hdu].data
+    except (OSError, ValueError, IndexError, TypeError) as err:
+        raise OSError(f"{path}: cannot read FITS image: {err}") from None
+    if data is None or data.ndim != 2:
+        raise OSError(f"{path}: HDU {hdu} is not a 2-D image")
+    wcs = WCS(header).celestial
+    if not wcs.has_celestial:
+        raise OSError(f"{path}: no celestial WCS in HDU {hdu}")
+    return hdul, data, wcs
+
+
+def cutout_tile(
+    tile: str,
+    out: Path,
+    *,
+    sources: list[Path],
+    images: Path,
+    config: CutoutConfig,
+    chash: str,
+) -> dict[str, int]:
+    """Cut one tile's targets from its images and commit its group of the store.
+
+    Returns
+    -------
+    dict
+        ``cutouts`` written, ``outside`` (targets whose centre is off the image) and
+        ``edge`` (cutouts crossing the image border).
+    """
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    clear_marker(out, tile)
+    targets = read_tile_targets(tile, sources)
+    opened = {
+        band: open_image(images / config.image_pattern.format(tile=tile, band=band), hdu=config.hdu)
+        for band in config.bands
+    }
+    try:
+        ra = targets["RAJ2000"].to_numpy()
+        dec = targets["DECJ2000"].to_numpy()
+        _, first_data, first_wcs = opened[config.bands[0]]
+        x, y = sky_to_pixel(ra, dec, first_wcs)
+        inside = centre_inside(x, y, first_data.shape, size=config.size)
+        keep = np.flatnonzero(inside)
+        stamps = {}
+        for band, (_, data, wcs) in opened.items():
+            bx, by = (x, y) if band == config.bands[0] else sky_to_pixel(ra, dec, wcs)
+            stamps[band] = extract_stamps(data, bx[keep], by[keep], size=config.size)
+        attrs = {
+            "tile": tile,
+            "bands": list(config.bands),
+            "size": config.size,
+            "pixel_scale": {
+                band: float(np.mean(proj_plane_pixel_scales(wcs)) * 3600)
+                for band, (_, _, wcs) in opened.items()
+            },
+            "wcs": {band: dict(wcs.to_header()) for band, (_, _, wcs) in opened.items()},
+            "images": {band: str(hdul.filename()) for band, (hdul, _, _) in opened.items()},
+            "targets": [str(path) for path in sources],
+            "n_outside": int((~inside).sum()),
+            "lensdask_version": __version__,
+            "config_hash": chash,
+        }
+    finally:
+        for hdul, _, _ in opened.values():
+            hdul.close()
+    ids = targets["ID"].to_numpy(zero_copy_only=False)[keep]
+    columns = {
+        "ID": ids.astype(str),
+        "sample": targets["sample"].to_numpy(zero_copy_only=False)[keep].astype(str),
+        "RAJ2000": ra[keep],
+        "DECJ2000": dec[keep],
+        "x": x[keep],
+        "y": y[keep],
+        "edge": np.any([s.edge for s in stamps.values()], axis=0)
+        if keep.size
+        else np.zeros(0, dtype=bool),
+        "nan_fraction": np.stack([s.nan_fraction for s in stamps.values()], axis=1)
+        if keep.size
+        else np.zeros((0, len(stamps)), dtype=np.float32),
+    }
+    staged = staging_path(out, tile)
+    write_tile_group(
+        staged,
+        {band: s.data for band, s in stamps.items()},
+        columns,
+        attrs=attrs,
+        chunk=config.chunk,
+        compression_level=config.compression_level,
+    )
+    final = out / tile
+    commit_tile_group(staged, final)
+    files = {
+        str(path.relative_to(out)): path.stat().st_size
+        for path in sorted(final.rglob("*"))
+        if path.is_file()
+    }
+    counts = {
+        "cutouts": int(keep.size),
+        "outside": attrs["n_outside"],
+        "edge": int(columns["edge"].sum()),
+    }
+    write_marker(
+        out,
+        Marker(
+            unit=tile,
+            rows=int(keep.size),
+            ids_hash=ids_hash(ids.tolist()),
+            config_hash=chash,
+            files=files,
+            extra=counts,
+        ),
+    )
+    return counts
+
+
+@dataclass(frozen=True)
+class CutoutReport:
+    """Outcome of :func:`make_cutouts`."""
+
+    out: Path
+    tiles: int
+    written: int
+    skipped: int
+    counts: dict[str, int]
+    """Totals over the tiles written now: cutouts, outside, edge."""
+    units: UnitReport
+
+
+def make_cutouts(
+    targets: str | Path,
+    images: str | Path,
+    out: str | Path,
+    *,
+    config: CutoutConfig | None = None,
+    client: Any,
+    progress: bool = True,
+) -> CutoutReport:
+    """Cut every target out of its tile's images into the Zarr store ``out``.
+
+    Parameters
+    ----------
+    targets : path
+        Targets (Parquet file or dataset) with ``ID``, ``RAJ2000``, ``DECJ2000``,
+        ``THELI_NAME`` and ``sample``.
+    images : path
+        Folder of tile images named by ``config.image_pattern``.
+    out : path
+        The cutout store (``cutouts.zarr``), created if needed.
+    config : CutoutConfig, optional
+        Bands, size, chunking.
+    client : distributed.Client
+        The injected Dask client: one task per tile.
+    progress : bool
+        Show a progress bar over tiles.
+    """
+    config = config or CutoutConfig()
+    images = Path(images)
+    if not images.is_dir():
+        raise FileNotFoundError(f"images folder {images} does not exist")
+    out = Path(out)
+    sources = tile_sources(targets)
+    chash = config_hash({"cutouts": dataclasses.asdict(config), "images": str(images.resolve())})
+    open_root(
+        out,
+        attrs={"lensdask_version": __version__, "bands": list(config.bands), "size": config.size},
+    )
+    todo = [tile for tile in sources if not is_complete(out, tile, config_hash=chash)]
+    logger.info(
+        "cutouts: %d tiles (%d already complete) into %s",
+        len(sources),
+        len(sources) - len(todo),
+        out,
+    )
+    report = run_units(
+        client,
+        _cutout_unit,
+        todo,
+        out,
+        stage=STAGE,
+        unit_args=[(tile, sources[tile]) for tile in todo],
+        progress=progress,
+        images=images,
+        config=config,
+        chash=chash,
+    )
+    pending = set(todo)
+    report.skipped.extend(tile for tile in sources if tile not in pending)
+    report.write_failures(out)
+    counts = {
+        key: sum(result[key] for result in report.results.values())
+        for key in ("cutouts", "outside", "edge")
+    }
+    logger.info(
+        "cutouts: %d tiles written, %d skipped (complete), %d failed; %d cutouts written "
+        "(%d crossing an image border); %d targets outside their tile",
+        len(report.results),
+        len(report.skipped),
+        len(report.failures),
+        counts["cutouts"],
+        counts["edge"],
+        counts["outside"],
+    )
+    return CutoutReport(
+        out=out,
+        tiles=len(sources),
+        written=len(report.results),
+        skipped=len(report.skipped),
+        counts=counts,
+        units=report,
+    )
+
+
+def _cutout_unit(item: tuple[str, list[Path]], out: Path, **kwargs: Any) -> dict[str, int]:
+    tile, sources = item
+    return cutout_tile(tile, out, sources=sources, **kwargs)

@@ -1,0 +1,167 @@
+"""The cutout store: a Zarr v3 hierarchy with one group per tile (DESIGN.md contract).
+
+Layout of ``cutouts.zarr``::
+
+    zarr.json                    root group: lensdask version, bands, cutout size
+    <tile>/zarr.json             group attributes: WCS header per band, pixel scale,
+                                 bands, provenance (targets and image files, version)
+    <tile>/<band>                (N, size, size) float32 cutouts, NaN outside the image
+    <tile>/ID, sample            (N,) str
+    <tile>/RAJ2000, DECJ2000     (N,) float64, deg
+    <tile>/x, y                  (N,) float64, pixel position in the first band's image
+    <tile>/edge                  (N,) bool: the cutout crosses the image border
+    <tile>/nan_fraction          (N, n_bands) float32: fraction of NaN pixels per band
+    _units/<tile>.json           completion markers (only complete tiles are read)
+
+Each tile is written into ``_staging/<tile>`` first and moved into place whole, so no two
+tasks ever write into the same chunk or shard. Each cutout array is one shard per tile
+(one file per band, kind to parallel file systems) made of chunks of ``chunk`` cutouts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensdask.units import complete_units
+
+
+@dataclass(frozen=True)
+class TileCutouts:
+    """The cutouts of one tile, read back from the store."""
+
+    tile: str
+    ids: np.ndarray
+    """IDs, in the order of the cutouts."""
+    images: dict[str, np.ndarray]
+    """Cutouts by band, each (N, size, size) float32."""
+    sample: np.ndarray
+    edge: np.ndarray
+    nan_fraction: np.ndarray
+    attrs: dict[str, Any]
+
+
+def open_root(path: str | Path, *, attrs: dict[str, Any] | None = None):
+    """Open (creating if needed) the root group of a cutout store; ``attrs`` are merged in."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="a")
+    if attrs:
+        root.attrs.update(attrs)
+    return root
+
+
+def write_tile_group(
+    folder: Path,
+    images: dict[str, np.ndarray],
+    columns: dict[str, np.ndarray],
+    *,
+    attrs: dict[str, Any],
+    chunk: int,
+    compression_level: int,
+) -> None:
+    """Write one tile's group as a stand-alone Zarr group in ``folder`` (the staging place).
+
+    Parameters
+    ----------
+    folder : path
+        Where the group is made (must not exist).
+    images : dict of str to ndarray
+        Cutouts by band, (N, size, size) float32.
+    columns : dict of str to ndarray
+        Per-cutout arrays (ID, sample, positions, flags), first axis N.
+    attrs : dict
+        Group attributes (JSON-serialisable).
+    chunk : int
+        Cutouts per chunk; the shard holds the whole tile.
+    compression_level : int
+        Zstandard level (0: none).
+    """
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    group = zarr.open_group(str(folder), mode="w-", attributes=attrs)
+    compressors = (ZstdCodec(level=compression_level),) if compression_level else None
+    for band, data in images.items():
+        n = data.shape[0]
+        chunks = (max(min(chunk, n), 1), *data.shape[1:])
+        shards = (max(-(-n // chunks[0]) * chunks[0], chunks[0]), *data.shape[1:])
+        array = group.create_array(
+            band,
+            shape=data.shape,
+            dtype="float32",
+            chunks=chunks,
+            shards=shards,
+            compressors=compressors,
+            fill_value=np.nan,
+            dimension_names=("cutout", "y", "x"),
+        )
+        if n:
+            array[:] = data
+    for name, values in columns.items():
+        values = np.asarray(values)
+        dtype = str if values.dtype.kind in "OUT" else values.dtype
+        array = group.create_array(
+            name,
+            shape=values.shape,
+            dtype=dtype,
+            chunks=(max(values.shape[0], 1), *values.shape[1:]),
+        )
+        if values.shape[0]:
+            array[...] = values
+
+
+def commit_tile_group(staged: Path, final: Path) -> None:
+    """Move a fully written tile group into the store, replacing an incomplete old one."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staged, final)
+
+
+def complete_tiles(path: str | Path) -> list[str]:
+    """Tiles of a cutout store whose completion marker exists, sorted."""
+    return sorted(complete_units(Path(path)))
+
+
+def read_tile(path: str | Path, tile: str, *, bands: tuple[str, ...] | None = None) -> TileCutouts:
+    """Read one tile's cutouts (all bands, or ``bands``) and per-cutout columns into memory."""
+    import zarr
+
+    group = zarr.open_group(str(Path(path) / tile), mode="r")
+    attrs = dict(group.attrs)
+    bands = bands or tuple(attrs["bands"])
+    missing = [band for band in bands if band not in attrs["bands"]]
+    if missing:
+        raise KeyError(f"{path}/{tile}: no band(s) {missing}; has {attrs['bands']}")
+    return TileCutouts(
+        tile=tile,
+        ids=group["ID"][:],
+        images={band: group[band][:] for band in bands},
+        sample=group["sample"][:],
+        edge=group["edge"][:],
+        nan_fraction=group["nan_fraction"][:],
+        attrs=attrs,
+    )
+
+
+def cutouts_array(path: str | Path, band: str = "r"):
+    """All complete tiles' cutouts of ``band`` as one lazy Dask array (N_total, size, size).
+
+    Tiles are concatenated in sorted order (:func:`complete_tiles`); each keeps its Zarr
+    chunks as Dask chunks.
+    """
+    import dask.array as da
+    import zarr
+
+    arrays = [
+        da.from_zarr(zarr.open_array(str(Path(path) / tile / band), mode="r"))
+        for tile in complete_tiles(path)
+    ]
+    if not arrays:
+        raise FileNotFoundError(f"{path}: no complete tile in the cutout store")
+    return da.concatenate(arrays, axis=0)
