@@ -99,3 +99,24 @@ def test_column_map_must_map_names_to_names(tmp_path):
     path = write(tmp_path, "catalog: c\nselect:\n  column_map: {MAG_AUTO: 3}\n")
     with pytest.raises(ConfigError, match=r"job\.yaml: select\.column_map"):
         load_job(path)
+
+
+def test_cutout_config_validation():
+    from lensdask.config import CutoutConfig
+
+    assert CutoutConfig().bands == ("r", "g", "i")
+    with pytest.raises(ConfigError, match=r"cutouts\.size: must be a positive odd number"):
+        CutoutConfig(size=100)
+    with pytest.raises(ConfigError, match=r"cutouts\.image_pattern: needs \{tile\} and \{band\}"):
+        CutoutConfig(image_pattern="{tile}.fits")
+    with pytest.raises(ConfigError, match=r"cutouts\.bands: repeated band"):
+        CutoutConfig(bands=("r", "r"))
+
+
+def test_bad_tile_regex_is_named():
+    from lensdask.config import IngestConfig
+
+    with pytest.raises(ConfigError, match=r"ingest\.tile_regex: not a regular expression"):
+        IngestConfig(tile_regex="(unclosed")
+    with pytest.raises(ConfigError, match=r"ingest\.tile_regex: needs one or two groups"):
+        IngestConfig(tile_regex="KIDS")
