@@ -11,7 +11,7 @@ import csv
 import logging
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,3 +143,74 @@ def run_units(
         bar.close()
     report.failures.sort(key=lambda failure: failure.unit)
     return report
+
+
+def run_stage(
+    client: Any,
+    func: Callable[..., Any],
+    out: Path,
+    inputs: Mapping[str, Any],
+    *,
+    chash: str | Mapping[str, str],
+    stage: str,
+    progress: bool = True,
+    **kwargs: Any,
+) -> UnitReport:
+    """Run the units of a stage that are not complete yet, and record the failures.
+
+    Every stage's per-unit adaptor has the signature
+    ``func(input, out, *, unit, chash, **kwargs)``: it makes unit ``unit`` from ``input``,
+    commits it under ``out`` and writes its completion marker with configuration hash
+    ``chash``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The injected Dask client.
+    func : callable
+        The per-unit adaptor.
+    out : path
+        The stage's output root (markers in ``out/_units``, failures in
+        ``out/_failures.csv``).
+    inputs : mapping
+        Unit name -> the unit's input (a tile, a file path, ...), in run order.
+    chash : str or mapping
+        Configuration hash of every unit, or of each unit by name.
+    stage : str
+        Stage name, for task keys, progress bar, log and failures table.
+    progress : bool
+        Show a progress bar over units.
+    **kwargs
+        Passed to every call of ``func`` (configs, folders).
+
+    Returns
+    -------
+    UnitReport
+        Results of the units run now, the units skipped as complete, the failures.
+    """
+    from lensdask.units import is_complete
+
+    hashes = {unit: chash if isinstance(chash, str) else chash[unit] for unit in inputs}
+    todo = [unit for unit in inputs if not is_complete(out, unit, config_hash=hashes[unit])]
+    logger.info(
+        "%s: %d units (%d already complete) -> %s", stage, len(inputs), len(inputs) - len(todo), out
+    )
+    report = run_units(
+        client,
+        _run_unit,
+        todo,
+        out,
+        stage=stage,
+        unit_args=[(func, inputs[unit], unit, hashes[unit]) for unit in todo],
+        progress=progress,
+        **kwargs,
+    )
+    pending = set(todo)
+    report.skipped.extend(unit for unit in inputs if unit not in pending)
+    report.write_failures(out)
+    return report
+
+
+def _run_unit(item: tuple[Callable[..., Any], Any, str, str], out: Path, **kwargs: Any) -> Any:
+    func, arg, unit, chash = item
+    return func(arg, out, unit=unit, chash=chash, **kwargs)

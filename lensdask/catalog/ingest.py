@@ -17,13 +17,12 @@ import numpy as np
 
 from lensdask.catalog.schema import CATALOG_COLUMNS, SchemaError, check_columns, contract_types
 from lensdask.config import IngestConfig
-from lensdask.runner import UnitReport, run_units
+from lensdask.runner import UnitReport, run_stage
 from lensdask.units import (
     Marker,
     clear_marker,
     commit_parquet,
     ids_hash,
-    is_complete,
     source_config_hash,
     write_marker,
 )
@@ -107,7 +106,7 @@ def _native(values: np.ndarray) -> np.ndarray:
     return values.astype(values.dtype.newbyteorder("="), copy=True)
 
 
-def ingest_file(path: Path, out: Path, *, unit: str, config: IngestConfig, chash: str):
+def ingest_file(path: Path, out: Path, *, unit: str, chash: str, config: IngestConfig):
     """Ingest one FITS catalog and commit ``out/<unit>.parquet``; returns its row count."""
     clear_marker(out, unit)
     table = read_fits_catalog(path, config=config)
@@ -172,20 +171,18 @@ def ingest_catalogs(
         seen[unit] = path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    hashes = [source_config_hash(config, path) for path in files]
-    todo = [i for i, unit in enumerate(units) if not is_complete(out, unit, config_hash=hashes[i])]
-    report = run_units(
+    report = run_stage(
         client,
-        _ingest_unit,
-        [units[i] for i in todo],
+        ingest_file,
         out,
+        dict(zip(units, files, strict=True)),
+        chash={
+            unit: source_config_hash(config, path) for unit, path in zip(units, files, strict=True)
+        },
         stage=STAGE,
-        unit_args=[(files[i], units[i], hashes[i]) for i in todo],
         progress=progress,
         config=config,
     )
-    report.skipped.extend(unit for i, unit in enumerate(units) if i not in set(todo))
-    report.write_failures(out)
     rows = sum(report.results.values())
     logger.info("ingest: %d sources from %d of %d files", rows, len(report.results), len(files))
     return IngestReport(files=len(files), rows=rows, units=report)
@@ -196,8 +193,3 @@ def _unit_name(path: Path, *, config: IngestConfig) -> str:
         return tile_name(path, config=config)
     except SchemaError:
         return path.stem
-
-
-def _ingest_unit(item: tuple[Path, str, str], out: Path, *, config: IngestConfig) -> int:
-    path, unit, chash = item
-    return ingest_file(path, out, unit=unit, config=config, chash=chash)

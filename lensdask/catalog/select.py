@@ -30,7 +30,7 @@ from lensdask.catalog.schema import (
     contract_types,
 )
 from lensdask.config import SelectConfig
-from lensdask.runner import UnitReport, run_units
+from lensdask.runner import UnitReport, run_stage
 from lensdask.units import (
     MARKER_DIR,
     Marker,
@@ -216,7 +216,7 @@ def _targets_pandas(path: Path, *, config: SelectConfig):
     return read_tile_targets(path, config=config)[0].to_pandas()
 
 
-def select_tile(path: Path, out: Path, *, unit: str, config: SelectConfig, chash: str):
+def select_tile(path: Path, out: Path, *, unit: str, chash: str, config: SelectConfig):
     """Select the targets of one catalog file and commit ``out/<unit>.parquet``.
 
     Returns
@@ -306,28 +306,16 @@ def select_targets(
     hashes = {
         unit: source_config_hash(config, path) for unit, path in zip(units, files, strict=True)
     }
-    todo = [
-        i for i, unit in enumerate(units) if not is_complete(out, unit, config_hash=hashes[unit])
-    ]
-    logger.info(
-        "select: %d catalog files (%d already done) from %s",
-        len(files),
-        len(files) - len(todo),
-        catalog,
-    )
-    report = run_units(
+    report = run_stage(
         client,
-        _select_unit,
-        [units[i] for i in todo],
+        select_tile,
         out,
+        dict(zip(units, files, strict=True)),
+        chash=hashes,
         stage=STAGE,
-        unit_args=[(files[i], units[i], hashes[units[i]]) for i in todo],
         progress=progress,
         config=config,
     )
-    pending = set(todo)
-    report.skipped.extend(unit for i, unit in enumerate(units) if i not in pending)
-    report.write_failures(out)
 
     markers = complete_units(out)
     per_tile = {
@@ -338,11 +326,6 @@ def select_targets(
     result = SelectReport(out=out, per_tile=per_tile, units=report)
     _write_summary(result, catalog=Path(catalog), config=config, n_files=len(files))
     return result
-
-
-def _select_unit(item: tuple[Path, str, str], out: Path, *, config: SelectConfig):
-    path, unit, chash = item
-    return select_tile(path, out, unit=unit, config=config, chash=chash)
 
 
 def _check_first_schema(path: Path, config: SelectConfig) -> None:

@@ -23,13 +23,12 @@ from lensdask.catalog.select import catalog_files
 from lensdask.config import CutoutConfig
 from lensdask.cutouts.extract import centre_inside, extract_stamps, sky_to_pixel
 from lensdask.cutouts.store import commit_tile_group, open_root, write_tile_group
-from lensdask.runner import UnitReport, run_units
+from lensdask.runner import UnitReport, run_stage
 from lensdask.units import (
     Marker,
     clear_marker,
     config_hash,
     ids_hash,
-    is_complete,
     staging_path,
     write_marker,
 )
@@ -114,15 +113,16 @@ def open_image(path: Path, *, hdu: int):
 
 
 def cutout_tile(
-    tile: str,
+    sources: list[Path],
     out: Path,
     *,
-    sources: list[Path],
+    unit: str,
+    chash: str,
     images: Path,
     config: CutoutConfig,
-    chash: str,
 ) -> dict[str, int]:
-    """Cut one tile's targets from its images and commit its group of the store.
+    """Cut the targets of tile ``unit`` (read from ``sources``) from its images and commit
+    its group of the store.
 
     Returns
     -------
@@ -132,6 +132,7 @@ def cutout_tile(
     """
     from astropy.wcs.utils import proj_plane_pixel_scales
 
+    tile = unit
     clear_marker(out, tile)
     targets = read_tile_targets(tile, sources)
     opened = {
@@ -268,28 +269,17 @@ def make_cutouts(
         out,
         attrs={"lensdask_version": __version__, "bands": list(config.bands), "size": config.size},
     )
-    todo = [tile for tile in sources if not is_complete(out, tile, config_hash=chash)]
-    logger.info(
-        "cutouts: %d tiles (%d already complete) into %s",
-        len(sources),
-        len(sources) - len(todo),
-        out,
-    )
-    report = run_units(
+    report = run_stage(
         client,
-        _cutout_unit,
-        todo,
+        cutout_tile,
         out,
+        sources,
+        chash=chash,
         stage=STAGE,
-        unit_args=[(tile, sources[tile]) for tile in todo],
         progress=progress,
         images=images,
         config=config,
-        chash=chash,
     )
-    pending = set(todo)
-    report.skipped.extend(tile for tile in sources if tile not in pending)
-    report.write_failures(out)
     counts = {
         key: sum(result[key] for result in report.results.values())
         for key in ("cutouts", "outside", "edge")
@@ -312,8 +302,3 @@ def make_cutouts(
         counts=counts,
         units=report,
     )
-
-
-def _cutout_unit(item: tuple[str, list[Path]], out: Path, **kwargs: Any) -> dict[str, int]:
-    tile, sources = item
-    return cutout_tile(tile, out, sources=sources, **kwargs)

@@ -27,7 +27,7 @@ from lensdask import __version__
 from lensdask.config import BandSpec, MockSurveyConfig
 from lensdask.mock.population import TYPES, draw_population
 from lensdask.mock.tiles import Tile, draw_positions, ids_to_arrow, kids_ids, survey_tiles, tile_wcs
-from lensdask.runner import UnitReport, run_units
+from lensdask.runner import UnitReport, run_stage
 from lensdask.units import (
     Marker,
     clear_marker,
@@ -35,7 +35,6 @@ from lensdask.units import (
     commit_parquet,
     config_hash,
     ids_hash,
-    is_complete,
     staging_path,
     write_marker,
 )
@@ -158,8 +157,11 @@ def image_header(tile: Tile, band: BandSpec, *, config: MockSurveyConfig):
     return header
 
 
-def write_tile(tile: Tile, out: Path, *, config: MockSurveyConfig, chash: str) -> dict[str, Any]:
-    """Make and commit one tile: catalog Parquet, images, then the completion marker.
+def write_tile(
+    tile: Tile, out: Path, *, unit: str, chash: str, config: MockSurveyConfig
+) -> dict[str, Any]:
+    """Make and commit one tile (unit ``unit`` = the tile's name): catalog Parquet, images,
+    then the completion marker.
 
     Returns
     -------
@@ -169,7 +171,9 @@ def write_tile(tile: Tile, out: Path, *, config: MockSurveyConfig, chash: str) -
     from astropy.io import fits
 
     out = Path(out)
-    clear_marker(out, tile.name)
+    if unit != tile.name:
+        raise ValueError(f"unit {unit!r} is not tile {tile.name!r}")
+    clear_marker(out, unit)
     catalog = tile_catalog(tile, config=config)
     rel = f"{CATALOG_DIR}/{tile.name}.parquet"
     files = {rel: commit_parquet(catalog, out, rel)}
@@ -236,7 +240,6 @@ def make_mock_survey(
     out.mkdir(parents=True, exist_ok=True)
     chash = config_hash(config)
     tiles = survey_tiles(config.tiles)
-    todo = [tile for tile in tiles if not is_complete(out, tile.name, config_hash=chash)]
     (out / "survey.json").write_text(
         json.dumps(
             {
@@ -249,31 +252,22 @@ def make_mock_survey(
             indent=2,
         )
     )
-    logger.info(
-        "mock survey: %d tiles (%d already complete) into %s",
-        len(tiles),
-        len(tiles) - len(todo),
-        out,
-    )
-    report = run_units(
+    report = run_stage(
         client,
         write_tile,
-        [tile.name for tile in todo],
         out,
+        {tile.name: tile for tile in tiles},
+        chash=chash,
         stage=STAGE,
-        unit_args=todo,
         progress=progress,
         config=config,
-        chash=chash,
     )
-    report.skipped.extend(tile.name for tile in tiles if tile not in todo)
-    report.write_failures(out)
     rows = sum(result["rows"] for result in report.results.values())
     return SurveyReport(
         out=out,
         tiles=len(tiles),
         written=len(report.results),
-        skipped=len(tiles) - len(todo),
+        skipped=len(report.skipped),
         rows_written=rows,
         units=report,
     )
