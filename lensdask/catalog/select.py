@@ -46,6 +46,8 @@ from lensdask.units import (
 logger = logging.getLogger(__name__)
 
 STAGE = "select"
+COUNTS = ("sources", "rows", "LRG", "BG", "nan_colour")
+"""Counts kept per catalog file (in its marker) and summed in the summary."""
 SUMMARY_FILE = "_summary.json"
 TILES_FILE = "_tiles.csv"
 
@@ -222,14 +224,19 @@ def select_tile(path: Path, out: Path, *, unit: str, chash: str, config: SelectC
     Returns
     -------
     dict
-        ``rows``, ``LRG``, ``BG`` and ``nan_colour`` counts of the file.
+        ``sources`` (rows of the catalog file), ``rows`` (targets), ``LRG``, ``BG`` and
+        ``nan_colour`` counts of the file.
     """
+    import pyarrow.parquet as pq
+
     clear_marker(out, unit)
     table, nan_colour = read_tile_targets(path, config=config)
+    sources = pq.read_metadata(path).num_rows
     rel = f"{unit}.parquet"
     size = commit_parquet(table, out, rel)
     samples = table["sample"].to_numpy(zero_copy_only=False)
     counts = {
+        "sources": sources,
         "rows": table.num_rows,
         "LRG": int((samples == "LRG").sum()),
         "BG": int((samples == "BG").sum()),
@@ -258,7 +265,8 @@ class SelectReport:
     units: UnitReport
 
     def total(self, key: str) -> int:
-        """Sum of one count (``rows``, ``LRG``, ``BG``, ``nan_colour``) over all tiles."""
+        """Sum of one count (``sources``, ``rows``, ``LRG``, ``BG``, ``nan_colour``) over
+        all tiles."""
         return sum(counts[key] for counts in self.per_tile.values())
 
 
@@ -319,7 +327,7 @@ def select_targets(
 
     markers = complete_units(out)
     per_tile = {
-        unit: {key: int(markers[unit].extra[key]) for key in ("rows", "LRG", "BG", "nan_colour")}
+        unit: {key: int(markers[unit].extra[key]) for key in COUNTS}
         for unit in units
         if unit in markers and is_complete(out, unit, config_hash=hashes[unit])
     }
@@ -357,15 +365,20 @@ def _remove_stale(out: Path, units: set[str]) -> None:
 def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig, n_files: int):
     import dataclasses
 
-    totals = {key: report.total(key) for key in ("rows", "LRG", "BG", "nan_colour")}
+    totals = {key: report.total(key) for key in COUNTS}
+    bg_fraction = totals["rows"] / max(totals["sources"], 1)
+    lrg_per_bg = totals["LRG"] / max(totals["rows"], 1)
     summary = {
         "catalog": str(catalog),
         "files": n_files,
         "files_done": len(report.per_tile),
         "files_failed": [failure.unit for failure in report.units.failures],
+        "sources": totals["sources"],
         "bright_galaxies": totals["rows"],
         "sample_LRG": totals["LRG"],
         "sample_BG": totals["BG"],
+        "bg_fraction_of_sources": bg_fraction,
+        "lrg_fraction_of_bgs": lrg_per_bg,
         "bg_with_nan_colour": totals["nan_colour"],
         "config": {
             k: (dict(v) if k == "column_map" else v) for k, v in dataclasses.asdict(config).items()
@@ -374,21 +387,24 @@ def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig,
     tmp = report.out / (SUMMARY_FILE + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, report.out / SUMMARY_FILE)
-    lines = ["tile,targets,LRG,BG,nan_colour"] + [
-        f"{unit},{c['rows']},{c['LRG']},{c['BG']},{c['nan_colour']}"
+    lines = ["tile,sources,targets,LRG,BG,nan_colour"] + [
+        f"{unit},{c['sources']},{c['rows']},{c['LRG']},{c['BG']},{c['nan_colour']}"
         for unit, c in sorted(report.per_tile.items())
     ]
     (report.out / TILES_FILE).write_text("\n".join(lines) + "\n")
     for unit, c in sorted(report.per_tile.items()):
         logger.info("select: %s: %d LRG, %d BG", unit, c["LRG"], c["BG"])
     logger.info(
-        "select: %d targets (%d LRG, %d BG) from %d/%d files; %d BGs have NaN colours "
-        "and are not LRGs",
+        "select: %d targets (%d LRG, %d BG) of %d sources from %d/%d files: %.2f%% of "
+        "sources are BGs, %.2f%% of BGs are LRGs; %d BGs have NaN colours and are not LRGs",
         totals["rows"],
         totals["LRG"],
         totals["BG"],
+        totals["sources"],
         len(report.per_tile),
         n_files,
+        100 * bg_fraction,
+        100 * lrg_per_bg,
         totals["nan_colour"],
     )
 

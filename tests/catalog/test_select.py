@@ -42,7 +42,7 @@ TILES = {  # tile -> (rows, seed, ra0, dec0)
     "KIDS_11.0_0.5": (2200, 2, 11.0, 0.5),
     "KIDS_12.0_-0.5": (900, 3, 12.0, -0.5),
 }
-COUNTS = ("rows", "LRG", "BG", "nan_colour")
+COUNTS = ("sources", "rows", "LRG", "BG", "nan_colour")
 
 
 def tile_frame(tile: str) -> pd.DataFrame:
@@ -109,8 +109,11 @@ def assert_matches_duckdb(
         )
 
     # counts per tile: the report, _tiles.csv and _summary.json
+    files = sorted(catalog.glob("*.parquet")) if isinstance(catalog, Path) else catalog
+    sources = {Path(path).stem: len(pd.read_parquet(path)) for path in files}
     expected_tiles = {
         unit: {
+            "sources": sources[unit],
             "rows": len(group),
             "LRG": int((group["sample"] == "LRG").sum()),
             "BG": int((group["sample"] == "BG").sum()),
@@ -121,11 +124,13 @@ def assert_matches_duckdb(
     assert report.per_tile == expected_tiles
     with (out / "_tiles.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    columns = {"rows": "targets", "LRG": "LRG", "BG": "BG", "nan_colour": "nan_colour"}
+    columns = {key: key for key in COUNTS} | {"rows": "targets"}
     from_csv = {row["tile"]: {key: int(row[columns[key]]) for key in COUNTS} for row in rows}
     assert from_csv == expected_tiles
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["bright_galaxies"] == len(reference)
+    assert summary["sources"] == sum(sources[unit] for unit in expected_tiles)
+    assert summary["bg_fraction_of_sources"] == pytest.approx(len(reference) / summary["sources"])
     assert summary["sample_LRG"] == int((reference["sample"] == "LRG").sum())
     assert summary["sample_BG"] == int((reference["sample"] == "BG").sum())
     assert summary["bg_with_nan_colour"] == int(reference["nan_colour"].sum()) > 0
@@ -184,7 +189,7 @@ def test_select_matches_duckdb(
 
 def test_tiles_csv_columns(selected: SelectReport) -> None:
     lines = (selected.out / "_tiles.csv").read_text().splitlines()
-    assert lines[0] == "tile,targets,LRG,BG,nan_colour"
+    assert lines[0] == "tile,sources,targets,LRG,BG,nan_colour"
     assert [line.split(",")[0] for line in lines[1:]] == sorted(TILES)
 
 
