@@ -140,3 +140,35 @@ def small_survey_config(**overrides: object) -> MockSurveyConfig:
     values: dict[str, object] = {"tiles": 2, "tile_size": 0.02, "seed": 7, "images": False}
     values.update(overrides)
     return MockSurveyConfig(**values)  # type: ignore[arg-type]
+
+
+def cutout2d_stamps(
+    data: np.ndarray, positions: object, *, size: int = 101, wcs: object = None
+) -> np.ndarray:
+    """The reference cutouts of DESIGN.md: astropy's ``Cutout2D(data, position, (size, size),
+    wcs=wcs, mode="partial", fill_value=nan)`` at each position, one call per position.
+
+    Parameters
+    ----------
+    data : ndarray, shape (ny, nx)
+        The image.
+    positions : SkyCoord (with ``wcs``) or sequence of (x, y), pixels
+        Stamp centres, 0-based pixel positions or sky positions.
+    size : int, pixels
+        Side of the stamps.
+    wcs : astropy.wcs.WCS, optional
+        The image's WCS, needed for sky positions.
+
+    Returns
+    -------
+    ndarray, shape (N, size, size)
+        The stamps, in the image's dtype (NaN outside the image). A position whose stamp
+        does not overlap the image raises astropy's ``NoOverlapError``, as Cutout2D does.
+    """
+    from astropy.nddata import Cutout2D
+
+    stamps = [
+        Cutout2D(data, position, (size, size), wcs=wcs, mode="partial", fill_value=np.nan).data
+        for position in positions  # type: ignore[attr-defined]
+    ]
+    return np.stack(stamps) if stamps else np.empty((0, size, size), dtype=data.dtype)

@@ -173,17 +173,16 @@ def complete_units(root: Path, *, config_hash: str | None = None) -> dict[str, M
     return markers
 
 
+def file_state(path: Path) -> list[Any]:
+    """Resolved path, size and modification time of a file: what changes when it is
+    rewritten (for configuration hashes of units made from input files)."""
+    stat = Path(path).stat()
+    return [os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+
+
 def source_config_hash(config: Any, source: Path) -> str:
     """Configuration hash of a unit made from one input file: changes with the file too."""
-    stat = Path(source).stat()
-    return config_hash(
-        {
-            "config": dataclasses.asdict(config),
-            "source": os.fspath(Path(source).resolve()),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-        }
-    )
+    return config_hash({"config": dataclasses.asdict(config), "source": file_state(source)})
 
 
 def commit_parquet(table: Any, root: Path, rel: str) -> int:

@@ -64,9 +64,10 @@ def centre_inside(
 ) -> np.ndarray:
     """True where the central pixel of the stamp lies inside an image of ``shape`` (ny, nx)."""
     half = size // 2
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = np.where(finite, x, 0.0), np.where(finite, y, 0.0)  # no NaN-to-int cast warning
     cx = stamp_origin(x, size=size) + half
     cy = stamp_origin(y, size=size) + half
-    finite = np.isfinite(x) & np.isfinite(y)
     return finite & (cx >= 0) & (cx < shape[1]) & (cy >= 0) & (cy < shape[0])
 
 

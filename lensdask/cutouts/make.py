@@ -28,6 +28,7 @@ from lensdask.units import (
     Marker,
     clear_marker,
     config_hash,
+    file_state,
     ids_hash,
     staging_path,
     write_marker,
@@ -264,7 +265,12 @@ def make_cutouts(
         raise FileNotFoundError(f"images folder {images} does not exist")
     out = Path(out)
     sources = tile_sources(targets)
-    chash = config_hash({"cutouts": dataclasses.asdict(config), "images": str(images.resolve())})
+    settings = {"cutouts": dataclasses.asdict(config), "images": str(images.resolve())}
+    # a tile is redone when a file holding its targets changed (a new selection)
+    chash = {
+        tile: config_hash({**settings, "targets": [file_state(path) for path in paths]})
+        for tile, paths in sources.items()
+    }
     open_root(
         out,
         attrs={"lensdask_version": __version__, "bands": list(config.bands), "size": config.size},
