@@ -5,10 +5,13 @@ size), wcs=wcs, mode="partial", fill_value=nan)``: positions go through the same
 ``skycoord_to_pixel(..., mode="all")`` (vectorised over all targets of a tile), and the
 stamp's first pixel is ``ceil(position - size / 2)`` on each axis, as in
 ``astropy.nddata.overlap_slices``. Stamps that cross the image border are padded with NaN.
+:func:`extract_stamps_by_rows` gives the same stamps reading a large image block of rows by
+block, so that memory stays bounded whatever the image size.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,36 +75,40 @@ def centre_inside(
 
 
 def extract_stamps(
-    data: np.ndarray, x: np.ndarray, y: np.ndarray, *, size: int = CUTOUT_SIZE
+    data: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    size: int = CUTOUT_SIZE,
+    row_offset: int = 0,
 ) -> Stamps:
     """Slice ``size`` x ``size`` stamps centred on ``(x, y)`` from a 2-D image, in bulk.
 
     Stamps fully inside the image are gathered in one vectorised step from a sliding-window
-    view (which reads only the needed rows of a memory-mapped image, in row order); stamps
-    that cross the border are filled with NaN where they leave the image.
+    view (in row order); stamps that cross the border are filled with NaN where they leave
+    the image.
 
     Parameters
     ----------
     data : ndarray, shape (ny, nx)
-        The image (a NumPy array or a memory map).
+        The image, or the rows ``row_offset`` to ``row_offset + ny`` of it.
     x, y : ndarray, pixels
-        Stamp centres, 0-based (finite).
+        Stamp centres, 0-based in the whole image (finite).
     size : int, pixels
         Side of the stamps (odd).
+    row_offset : int, pixels
+        Image row of ``data[0]``. Rows outside ``data`` count as outside the image, so
+        ``data`` must hold every image row the stamps overlap.
 
     Returns
     -------
     Stamps
         Float32 stamps in the order of the positions, with edge flags and NaN fractions.
     """
-    if size % 2 != 1 or size < 1:
-        raise ValueError(f"size: must be a positive odd number of pixels, got {size}")
-    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
-    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("x, y: positions must be finite")
+    x, y = _check_positions(x, y, size=size)
     ny, nx = data.shape
-    x0, y0 = stamp_origin(x, size=size), stamp_origin(y, size=size)
+    x0 = stamp_origin(x, size=size)
+    y0 = stamp_origin(y, size=size) - row_offset
     edge = (x0 < 0) | (y0 < 0) | (x0 + size > nx) | (y0 + size > ny)
     out = np.full((x.size, size, size), np.nan, dtype=np.float32)
     inner = np.flatnonzero(~edge)
@@ -116,5 +123,76 @@ def extract_stamps(
             out[i, ys.start - y0[i] : ys.stop - y0[i], xs.start - x0[i] : xs.stop - x0[i]] = data[
                 ys, xs
             ]
-    nan_fraction = np.isnan(out).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
-    return Stamps(data=out, edge=edge, nan_fraction=nan_fraction)
+    return Stamps(data=out, edge=edge, nan_fraction=_nan_fraction(out))
+
+
+def extract_stamps_by_rows(
+    read_rows: Callable[[int, int], np.ndarray],
+    shape: tuple[int, int],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    size: int = CUTOUT_SIZE,
+    block_rows: int = 1024,
+) -> Stamps:
+    """The stamps of :func:`extract_stamps` on a whole image, read block of rows by block.
+
+    Stamps are grouped by the block of ``block_rows`` rows their first row falls in; each
+    group reads the rows it overlaps through ``read_rows`` (e.g. ``hdu.section[a:b]``), so
+    at most ``block_rows + size - 1`` image rows are in memory at once, whatever the image
+    size, and blocks without stamps are never read.
+
+    Parameters
+    ----------
+    read_rows : callable
+        ``read_rows(start, stop)`` returns image rows ``start:stop`` (all columns).
+    shape : (int, int)
+        Shape (ny, nx) of the whole image.
+    x, y : ndarray, pixels
+        Stamp centres, 0-based (finite).
+    size : int, pixels
+        Side of the stamps (odd).
+    block_rows : int, pixels
+        Rows per block.
+
+    Returns
+    -------
+    Stamps
+        Identical to ``extract_stamps(image, x, y, size=size)``.
+    """
+    x, y = _check_positions(x, y, size=size)
+    if block_rows < 1:
+        raise ValueError(f"block_rows: must be >= 1, got {block_rows}")
+    ny = shape[0]
+    out = np.full((x.size, size, size), np.nan, dtype=np.float32)
+    edge = np.ones(x.size, dtype=bool)  # a stamp that misses every row stays NaN: an edge
+    y0 = stamp_origin(y, size=size)
+    order = np.argsort(y0, kind="stable")
+    block = np.clip(y0[order], 0, None) // block_rows
+    for group in np.split(order, np.flatnonzero(np.diff(block)) + 1):
+        if not group.size:
+            continue
+        start = max(int(y0[group].min()), 0)
+        stop = min(int(y0[group].max()) + size, ny)
+        if start >= stop:
+            continue
+        part = extract_stamps(
+            read_rows(start, stop), x[group], y[group], size=size, row_offset=start
+        )
+        out[group] = part.data
+        edge[group] = part.edge
+    return Stamps(data=out, edge=edge, nan_fraction=_nan_fraction(out))
+
+
+def _check_positions(x: np.ndarray, y: np.ndarray, *, size: int) -> tuple[np.ndarray, np.ndarray]:
+    if size % 2 != 1 or size < 1:
+        raise ValueError(f"size: must be a positive odd number of pixels, got {size}")
+    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("x, y: positions must be finite")
+    return x, y
+
+
+def _nan_fraction(stamps: np.ndarray) -> np.ndarray:
+    return np.isnan(stamps).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)

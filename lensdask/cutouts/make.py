@@ -1,8 +1,11 @@
 """Make the cutouts of all targets: one Dask task per tile, committed tile by tile.
 
-Each task reads its tile's targets, opens the tile's FITS images memory-mapped (never a
-whole image in memory), converts the targets' RA/Dec to pixels with each image's WCS,
-slices all stamps in bulk (:mod:`lensdask.cutouts.extract`) and commits the tile's group
+Each task reads its tile's targets, opens the tile's FITS images lazily, converts the
+targets' RA/Dec to pixels with each image's WCS, slices all stamps in bulk, reading each
+image block of rows by block (:mod:`lensdask.cutouts.extract`: never the whole image in
+memory, and the worker's resident memory does not grow with the image, as it would with
+a memory map whose touched pages count in the RSS that Dask's nanny limits), and commits
+the tile's group
 of the Zarr store (:mod:`lensdask.cutouts.store`) with its completion marker. A target
 whose centre falls outside its tile's image is skipped and counted.
 """
@@ -21,7 +24,7 @@ import numpy as np
 from lensdask import __version__
 from lensdask.catalog.select import catalog_files
 from lensdask.config import CutoutConfig
-from lensdask.cutouts.extract import centre_inside, extract_stamps, sky_to_pixel
+from lensdask.cutouts.extract import centre_inside, extract_stamps_by_rows, sky_to_pixel
 from lensdask.cutouts.store import commit_tile_group, open_root, write_tile_group
 from lensdask.runner import UnitReport, run_stage
 from lensdask.units import (
@@ -93,24 +96,41 @@ def read_tile_targets(tile: str, sources: list[Path]):
 
 
 def open_image(path: Path, *, hdu: int):
-    """A tile image memory-mapped, with its WCS; errors name the file."""
+    """A tile image opened lazily (header only) with its WCS; errors name the file.
+
+    Returns
+    -------
+    hdul : astropy.io.fits.HDUList
+        To close when done.
+    image : astropy.io.fits.ImageHDU or PrimaryHDU
+        Its ``section`` reads rows on demand.
+    wcs : astropy.wcs.WCS
+        The celestial WCS.
+    """
     from astropy.io import fits
     from astropy.wcs import WCS
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: tile image missing")
     try:
-        hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
-        header = hdul[hdu].header
-        data = hdul[hdu].data
-    except (OSError, ValueError, IndexError, TypeError) as err:
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+        image = hdul[hdu]
+        shape = image.shape
+        wcs = WCS(image.header).celestial
+    except (OSError, ValueError, IndexError, TypeError, KeyError) as err:
         raise OSError(f"{path}: cannot read FITS image: {err}") from None
-    if data is None or data.ndim != 2:
+    if len(shape) != 2:
+        hdul.close()
         raise OSError(f"{path}: HDU {hdu} is not a 2-D image")
-    wcs = WCS(header).celestial
     if not wcs.has_celestial:
+        hdul.close()
         raise OSError(f"{path}: no celestial WCS in HDU {hdu}")
-    return hdul, data, wcs
+    return hdul, image, wcs
+
+
+def _row_reader(image):
+    """``read_rows(start, stop)`` of a FITS image HDU: only those rows are read from disk."""
+    return lambda start, stop: image.section[start:stop, :]
 
 
 def cutout_tile(
@@ -143,14 +163,16 @@ def cutout_tile(
     try:
         ra = targets["RAJ2000"].to_numpy()
         dec = targets["DECJ2000"].to_numpy()
-        _, first_data, first_wcs = opened[config.bands[0]]
+        _, first_image, first_wcs = opened[config.bands[0]]
         x, y = sky_to_pixel(ra, dec, first_wcs)
-        inside = centre_inside(x, y, first_data.shape, size=config.size)
+        inside = centre_inside(x, y, first_image.shape, size=config.size)
         keep = np.flatnonzero(inside)
         stamps = {}
-        for band, (_, data, wcs) in opened.items():
+        for band, (_, image, wcs) in opened.items():
             bx, by = (x, y) if band == config.bands[0] else sky_to_pixel(ra, dec, wcs)
-            stamps[band] = extract_stamps(data, bx[keep], by[keep], size=config.size)
+            stamps[band] = extract_stamps_by_rows(
+                _row_reader(image), image.shape, bx[keep], by[keep], size=config.size
+            )
         attrs = {
             "tile": tile,
             "bands": list(config.bands),

@@ -369,3 +369,38 @@ def test_memory_mapped_fits_matches_cutout2d(tmp_path: Path) -> None:
     assert_equal_to_cutout2d(stamps, reference)
     assert np.array_equal(stamps.data, in_memory.data, equal_nan=True)
     assert 0 < stamps.edge.sum() < len(x)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 64, 1024])
+def test_block_by_block_reading_gives_the_same_stamps(block_rows: int) -> None:
+    """extract_stamps_by_rows equals extract_stamps on the whole image, reads at most
+    block_rows + size - 1 rows at a time, never a block without stamps, and with one-row
+    blocks only the rows the stamps overlap."""
+    from lensdask.cutouts.extract import extract_stamps_by_rows
+
+    image = random_image(SHAPE, seed=4)
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(-60, SHAPE[1] + 60, 80), [0.0, SHAPE[1] - 1.0]])
+    y = np.concatenate([rng.uniform(-60, 120, 40), rng.uniform(180, SHAPE[0] + 60, 40), [0, 229]])
+    reads: list[tuple[int, int]] = []
+
+    def read_rows(start: int, stop: int) -> np.ndarray:
+        reads.append((start, stop))
+        return image[start:stop]
+
+    size = 31
+    expected = extract_stamps(image, x, y, size=size)
+    got = extract_stamps_by_rows(read_rows, SHAPE, x, y, size=size, block_rows=block_rows)
+    assert np.array_equal(got.data, expected.data, equal_nan=True)
+    assert np.array_equal(got.edge, expected.edge)
+    assert np.array_equal(got.nan_fraction, expected.nan_fraction)
+    assert max(stop - start for start, stop in reads) <= block_rows + size - 1
+    needed = np.zeros(SHAPE[0], dtype=bool)
+    for first in stamp_origin(y, size=size):
+        needed[max(first, 0) : max(first + size, 0)] = True
+    read = np.zeros(SHAPE[0], dtype=bool)
+    for start, stop in reads:
+        assert needed[start:stop].any()
+        read[start:stop] = True
+    if block_rows == 1:
+        assert np.array_equal(read, needed)
