@@ -207,8 +207,10 @@ class CutoutConfig:
     """HDU of the image in each FITS file."""
     chunk: int = 64
     """Cutouts per Zarr chunk (see tests/benchmarks/README.md for the measurement)."""
-    compression_level: int = 3
-    """Zstandard level of the cutout arrays (0: no compression)."""
+    compression_level: int = 0
+    """Zstandard level of the cutout arrays; 0 (the default): no compression, because
+    sky-noise-dominated float32 cutouts shrink by only 8% (measured) at the cost of a third
+    of the write speed and half of the read speed."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", tuple(self.bands))
