@@ -2,10 +2,10 @@
 
 Each task reads its tile's targets, opens the tile's FITS images lazily, converts the
 targets' RA/Dec to pixels with each image's WCS, slices all stamps in bulk, reading each
-image block of rows by block (:mod:`lensdask.cutouts.extract`: never the whole image in
-memory, and the worker's resident memory does not grow with the image, as it would with
-a memory map whose touched pages count in the RSS that Dask's nanny limits), and commits
-the tile's group
+image block of rows by block (:mod:`lensdask.cutouts.extract`): each block is memory-mapped
+on its own and dropped when done, so the image is never in memory as a whole and the
+worker's resident memory does not grow with it (the pages of one memory map of the whole
+image would all count in the RSS that Dask's nanny limits). Then it commits the tile's group
 of the Zarr store (:mod:`lensdask.cutouts.store`) with its completion marker. A target
 whose centre falls outside its tile's image is skipped and counted.
 """
@@ -128,9 +128,35 @@ def open_image(path: Path, *, hdu: int):
     return hdul, image, wcs
 
 
-def _row_reader(image):
-    """``read_rows(start, stop)`` of a FITS image HDU: only those rows are read from disk."""
-    return lambda start, stop: image.section[start:stop, :]
+RAW_BITPIX = {-32: ">f4", -64: ">f8", 16: ">i2", 32: ">i4"}
+"""FITS pixel types that can be mapped as they are (when not scaled by BSCALE/BZERO)."""
+
+
+def row_reader(hdul, index: int):
+    """``read_rows(start, stop)`` of a FITS image HDU: only those rows are read.
+
+    Plain images are memory-mapped one block of rows at a time (the map is dropped with the
+    block, so the worker's resident memory stays bounded); scaled or compressed images go
+    through astropy's ``section``.
+    """
+    image = hdul[index]
+    header = image.header
+    dtype = RAW_BITPIX.get(header.get("BITPIX"))
+    plain = (
+        dtype is not None
+        and not header.get("ZIMAGE", False)
+        and header.get("BSCALE", 1) == 1
+        and header.get("BZERO", 0) == 0
+    )
+    if not plain:
+        return lambda start, stop: image.section[start:stop, :]
+    path = hdul.filename()
+    offset = hdul.fileinfo(index)["datLoc"]
+    nx = image.shape[1]
+    row_bytes = nx * np.dtype(dtype).itemsize
+    return lambda start, stop: np.memmap(
+        path, dtype=dtype, mode="r", offset=offset + start * row_bytes, shape=(stop - start, nx)
+    )
 
 
 def cutout_tile(
@@ -168,10 +194,10 @@ def cutout_tile(
         inside = centre_inside(x, y, first_image.shape, size=config.size)
         keep = np.flatnonzero(inside)
         stamps = {}
-        for band, (_, image, wcs) in opened.items():
+        for band, (hdul, image, wcs) in opened.items():
             bx, by = (x, y) if band == config.bands[0] else sky_to_pixel(ra, dec, wcs)
             stamps[band] = extract_stamps_by_rows(
-                _row_reader(image), image.shape, bx[keep], by[keep], size=config.size
+                row_reader(hdul, config.hdu), image.shape, bx[keep], by[keep], size=config.size
             )
         attrs = {
             "tile": tile,

@@ -696,3 +696,27 @@ def test_run_job_makes_the_cutout_store(client, tmp_path: Path) -> None:
     assert f"cutouts -> {store}" in result.output
     again = invoke("run", job, "--cluster", client.scheduler.address, "--no-progress")
     assert again.exit_code == 0 and "cutouts written now: 0" in again.output
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def testrow_reader_reads_the_rows_of_plain_and_scaled_images(tmp_path: Path, scaled: bool) -> None:
+    """Plain float images are mapped block by block; scaled integer images (BSCALE/BZERO)
+    go through astropy's section; both give the image's (scaled) rows."""
+    from lensdask.cutouts.make import row_reader
+
+    rng = np.random.default_rng(3)
+    if scaled:
+        hdu = fits.PrimaryHDU(rng.integers(0, 30000, (50, 40)).astype(np.int16))
+        hdu.scale("int16", bzero=32768, bscale=0.5)
+    else:
+        hdu = fits.PrimaryHDU(rng.normal(size=(50, 40)).astype(np.float32))
+    path = tmp_path / "image.fits"
+    hdu.writeto(path)
+    with fits.open(path) as hdul:
+        expected = hdul[0].data.astype(np.float64)
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+        read_rows = row_reader(hdul, 0)
+        for start, stop in ((0, 50), (7, 19), (49, 50)):
+            rows = read_rows(start, stop)
+            assert isinstance(rows, np.memmap) is not scaled
+            assert np.array_equal(np.asarray(rows, dtype=np.float64), expected[start:stop])
