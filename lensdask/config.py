@@ -205,8 +205,9 @@ class CutoutConfig:
     """File name of a tile image inside the images folder."""
     hdu: int = 0
     """HDU of the image in each FITS file."""
-    chunk: int = 64
-    """Cutouts per Zarr chunk (see tests/benchmarks/README.md for the measurement)."""
+    chunk: int = 256
+    """Cutouts per Zarr chunk inside the tile's shard: 256 writes fastest (measured against
+    16 and 64, tests/benchmarks/README.md) and reads whole tiles as fast as 64."""
     compression_level: int = 0
     """Zstandard level of the cutout arrays; 0 (the default): no compression, because
     sky-noise-dominated float32 cutouts shrink by only 8% (measured) at the cost of a third

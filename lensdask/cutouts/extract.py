@@ -106,24 +106,38 @@ def extract_stamps(
         Float32 stamps in the order of the positions, with edge flags and NaN fractions.
     """
     x, y = _check_positions(x, y, size=size)
-    ny, nx = data.shape
-    x0 = stamp_origin(x, size=size)
-    y0 = stamp_origin(y, size=size) - row_offset
-    edge = (x0 < 0) | (y0 < 0) | (x0 + size > nx) | (y0 + size > ny)
     out = np.full((x.size, size, size), np.nan, dtype=np.float32)
+    edge = _gather(
+        data,
+        stamp_origin(x, size=size),
+        stamp_origin(y, size=size) - row_offset,
+        out,
+        np.arange(x.size),
+    )
+    return Stamps(data=out, edge=edge, nan_fraction=_nan_fraction(out))
+
+
+def _gather(
+    data: np.ndarray, x0: np.ndarray, y0: np.ndarray, out: np.ndarray, index: np.ndarray
+) -> np.ndarray:
+    """Copy the stamps with first pixels ``(x0, y0)`` of ``data`` into ``out[index]`` (NaN
+    already); returns the edge flags (stamps crossing the border of ``data``)."""
+    size = out.shape[1]
+    ny, nx = data.shape
+    edge = (x0 < 0) | (y0 < 0) | (x0 + size > nx) | (y0 + size > ny)
     inner = np.flatnonzero(~edge)
     if inner.size and nx >= size and ny >= size:
         inner = inner[np.argsort(y0[inner], kind="stable")]  # sequential reads of the rows
         windows = np.lib.stride_tricks.sliding_window_view(data, (size, size))
-        out[inner] = windows[y0[inner], x0[inner]]
+        out[index[inner]] = windows[y0[inner], x0[inner]]
     for i in np.flatnonzero(edge):
         ys = slice(max(y0[i], 0), min(y0[i] + size, ny))
         xs = slice(max(x0[i], 0), min(x0[i] + size, nx))
         if ys.start < ys.stop and xs.start < xs.stop:
-            out[i, ys.start - y0[i] : ys.stop - y0[i], xs.start - x0[i] : xs.stop - x0[i]] = data[
-                ys, xs
-            ]
-    return Stamps(data=out, edge=edge, nan_fraction=_nan_fraction(out))
+            out[
+                index[i], ys.start - y0[i] : ys.stop - y0[i], xs.start - x0[i] : xs.stop - x0[i]
+            ] = data[ys, xs]
+    return edge
 
 
 def extract_stamps_by_rows(
@@ -176,11 +190,8 @@ def extract_stamps_by_rows(
         stop = min(int(y0[group].max()) + size, ny)
         if start >= stop:
             continue
-        part = extract_stamps(
-            read_rows(start, stop), x[group], y[group], size=size, row_offset=start
-        )
-        out[group] = part.data
-        edge[group] = part.edge
+        x0 = stamp_origin(x[group], size=size)
+        edge[group] = _gather(read_rows(start, stop), x0, y0[group] - start, out, group)
     return Stamps(data=out, edge=edge, nan_fraction=_nan_fraction(out))
 
 
