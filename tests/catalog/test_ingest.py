@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from design_columns import CATALOG
 
 from lensdask.catalog import classify_targets
 from lensdask.catalog.ingest import IngestReport, ingest_catalogs, read_fits_catalog, tile_name
@@ -19,19 +20,6 @@ from lensdask.catalog.schema import SchemaError
 from lensdask.catalog.select import select_targets
 from lensdask.config import IngestConfig
 from lensdask.testing import catalog_frame, write_fits_catalog
-
-CATALOG = [
-    "ID",
-    "RAJ2000",
-    "DECJ2000",
-    "THELI_NAME",
-    "SG2DPHOT",
-    "MAG_AUTO",
-    "COLOUR_GAAP_g_r",
-    "COLOUR_GAAP_r_i",
-    "Z_B",
-]
-"""The catalog columns, typed in from DESIGN.md."""
 
 OTHER_SURVEY = {"MAG_AUTO": "MAG_AUTO_R", "RAJ2000": "RA", "DECJ2000": "DEC"}
 """Canonical name -> column name of a survey that is not KiDS."""

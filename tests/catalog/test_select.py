@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from design_columns import CONTRACT
 
 import lensdask.cli
 from lensdask.catalog import classify_targets
@@ -22,20 +23,6 @@ from lensdask.catalog.select import CatalogError, SelectReport, select_targets, 
 from lensdask.config import SelectConfig
 from lensdask.mock.survey import make_mock_survey
 from lensdask.testing import catalog_frame, small_survey_config, write_parquet_catalog
-
-CONTRACT = [
-    "ID",
-    "RAJ2000",
-    "DECJ2000",
-    "THELI_NAME",
-    "SG2DPHOT",
-    "MAG_AUTO",
-    "COLOUR_GAAP_g_r",
-    "COLOUR_GAAP_r_i",
-    "Z_B",
-    "sample",
-]
-"""Columns of the targets table, typed in from DESIGN.md."""
 
 TILES = {  # tile -> (rows, seed, ra0, dec0)
     "KIDS_10.0_0.5": (1500, 1, 10.0, 0.5),

@@ -1,0 +1,18 @@
+"""Column lists typed in from DESIGN.md, shared by the catalog tests (not taken from lensdask,
+so that the tests check the code against the contract)."""
+
+CATALOG = [
+    "ID",
+    "RAJ2000",
+    "DECJ2000",
+    "THELI_NAME",
+    "SG2DPHOT",
+    "MAG_AUTO",
+    "COLOUR_GAAP_g_r",
+    "COLOUR_GAAP_r_i",
+    "Z_B",
+]
+"""The catalog columns, typed in from DESIGN.md (not taken from lensdask)."""
+
+CONTRACT = [*CATALOG, "sample"]
+"""Columns of the targets table: the catalog columns plus ``sample``."""
