@@ -73,7 +73,7 @@ def tile_sources(targets: str | Path) -> dict[str, list[Path]]:
     return dict(sorted(sources.items()))
 
 
-def read_tile_targets(tile: str, sources: list[Path]):
+def load_tile_targets(tile: str, sources: list[Path]):
     """The targets of ``tile`` from its targets files, as a pyarrow Table."""
     import pyarrow as pa
     import pyarrow.dataset as ds
@@ -181,7 +181,7 @@ def cutout_tile(
 
     tile = unit
     clear_marker(out, tile)
-    targets = read_tile_targets(tile, sources)
+    targets = load_tile_targets(tile, sources)
     opened = {
         band: open_image(images / config.image_pattern.format(tile=tile, band=band), hdu=config.hdu)
         for band in config.bands

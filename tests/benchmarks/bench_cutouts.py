@@ -219,14 +219,14 @@ def kernel_steps(targets: Path, images: Path, tile: str, workdir: Path) -> dict[
     """Seconds of each step of one tile's cutouts in-process, with the library's kernels."""
     from lensdask.config import CutoutConfig
     from lensdask.cutouts.extract import centre_inside, extract_stamps_by_rows, sky_to_pixel
-    from lensdask.cutouts.make import open_image, read_tile_targets, row_reader, tile_sources
+    from lensdask.cutouts.make import load_tile_targets, open_image, row_reader, tile_sources
     from lensdask.cutouts.store import write_tile_group
 
     config = CutoutConfig(bands=("r",))
     steps: dict[str, float] = {}
     start = time.perf_counter()
     sources = tile_sources(targets)[tile]
-    table = read_tile_targets(tile, sources)
+    table = load_tile_targets(tile, sources)
     steps["read targets"] = time.perf_counter() - start
     start = time.perf_counter()
     hdul, image, wcs = open_image(images / f"{tile}_r.fits", hdu=0)
