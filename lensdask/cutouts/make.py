@@ -240,6 +240,7 @@ def cutout_tile(
         attrs=attrs,
         chunk=config.chunk,
         compression_level=config.compression_level,
+        shard=config.shard,
     )
     final = out / tile
     commit_tile_group(staged, final)

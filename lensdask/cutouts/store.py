@@ -14,8 +14,9 @@ Layout of ``cutouts.zarr``::
     _units/<tile>.json           completion markers (only complete tiles are read)
 
 Each tile is written into ``_staging/<tile>`` first and moved into place whole, so no two
-tasks ever write into the same chunk or shard. Each cutout array is one shard per tile
-(one file per band, kind to parallel file systems) made of chunks of ``chunk`` cutouts.
+tasks ever write into the same chunk or shard. By default each cutout array is one shard
+per tile (one file per band, kind to parallel file systems) made of chunks of ``chunk``
+cutouts; unsharded chunks write ~25% faster, at one file per chunk.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def write_tile_group(
     attrs: dict[str, Any],
     chunk: int,
     compression_level: int,
+    shard: bool = True,
 ) -> None:
     """Write one tile's group as a stand-alone Zarr group in ``folder`` (the staging place).
 
@@ -78,9 +80,12 @@ def write_tile_group(
     attrs : dict
         Group attributes (JSON-serialisable).
     chunk : int
-        Cutouts per chunk; the shard holds the whole tile.
+        Cutouts per chunk.
     compression_level : int
         Zstandard level (0: none).
+    shard : bool
+        Put a band's chunks into one shard holding the whole tile (one file), or write
+        them as files of their own.
     """
     import zarr
     from zarr.codecs import ZstdCodec
@@ -90,7 +95,9 @@ def write_tile_group(
     for band, data in images.items():
         n = data.shape[0]
         chunks = (max(min(chunk, n), 1), *data.shape[1:])
-        shards = (max(-(-n // chunks[0]) * chunks[0], chunks[0]), *data.shape[1:])
+        shards = (
+            (max(-(-n // chunks[0]) * chunks[0], chunks[0]), *data.shape[1:]) if shard else None
+        )
         array = group.create_array(
             band,
             shape=data.shape,

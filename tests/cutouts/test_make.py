@@ -720,3 +720,20 @@ def testrow_reader_reads_the_rows_of_plain_and_scaled_images(tmp_path: Path, sca
             rows = read_rows(start, stop)
             assert isinstance(rows, np.memmap) is not scaled
             assert np.array_equal(np.asarray(rows, dtype=np.float64), expected[start:stop])
+
+
+def test_unsharded_store_has_the_same_cutouts_one_file_per_chunk(
+    targets: Path, images: Path, expected: dict[str, Expected], client, tmp_path: Path
+) -> None:
+    """``shard=False`` writes each chunk as a file of its own; the values are the same."""
+    report = cut(targets, images, tmp_path / "plain.zarr", client, shard=False)
+    assert report.units.ok
+    for tile in TILES:
+        assert_tile_matches(report.out, tile, expected[tile])
+        for band in BANDS:
+            array = zarr.open_array(str(report.out / tile / band), mode="r")
+            n = array.shape[0]
+            assert array.shards is None
+            assert array.chunks == (min(CHUNK, max(n, 1)), SIZE, SIZE)
+            chunk_files = [p for p in (report.out / tile / band).rglob("*") if p.is_file()]
+            assert len(chunk_files) == -(-n // CHUNK) + 1  # the chunks and zarr.json
