@@ -82,22 +82,30 @@ def output_columns(config: SelectConfig) -> list[str]:
     return [*CATALOG_COLUMNS, *extra]
 
 
-def read_tile_targets(path: str | Path, *, config: SelectConfig):
-    """Read one catalog file and return its targets as a pyarrow Table.
+def file_columns(config: SelectConfig) -> dict[str, str]:
+    """Canonical name -> name in the catalog files, for every column the selection reads."""
+    return {name: config.column_map.get(name, name) for name in output_columns(config)}
 
-    Parameters
-    ----------
-    path : path
-        A Parquet catalog file with KiDS column names (or those of ``config.column_map``).
-    config : SelectConfig
-        Cuts and columns.
+
+@dataclass(frozen=True)
+class TileTargets:
+    """The targets of one catalog file."""
+
+    table: Any
+    """pyarrow Table of the BGs with the targets columns (``sample`` last)."""
+    nan_colour: int
+    """BGs with a NaN colour (never LRGs)."""
+    sources: int
+    """Rows of the catalog file (from its footer)."""
+
+
+def open_catalog(path: Path, *, columns: list[str]):
+    """Open one catalog file's footer and check it has ``columns`` (names in the file).
 
     Returns
     -------
-    table : pyarrow.Table
-        The BGs of the file with the targets columns (``sample`` last).
-    nan_colour : int
-        BGs with a NaN colour (never LRGs).
+    pyarrow.parquet.ParquetFile
+        Dictionary-encoded string columns (``THELI_NAME``) read as dictionaries.
 
     Raises
     ------
@@ -109,15 +117,45 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    wanted = output_columns(config)
-    names = {name: config.column_map.get(name, name) for name in wanted}
     try:
         metadata = pq.read_metadata(path)
         parquet = pq.ParquetFile(
             path, metadata=metadata, read_dictionary=_dictionary_strings(metadata)
         )
-        check_columns(parquet.schema_arrow.names, list(names.values()), source=str(path))
+    except (OSError, pa.ArrowException) as err:
+        raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
+    check_columns(parquet.schema_arrow.names, columns, source=str(path))
+    return parquet
+
+
+def read_tile_targets(path: str | Path, *, config: SelectConfig) -> TileTargets:
+    """Read one catalog file and return its targets.
+
+    Parameters
+    ----------
+    path : path
+        A Parquet catalog file with KiDS column names (or those of ``config.column_map``).
+    config : SelectConfig
+        Cuts and columns.
+
+    Returns
+    -------
+    TileTargets
+        The BGs with their ``sample``, the NaN-colour count and the file's row count.
+
+    Raises
+    ------
+    SchemaError
+        A column is missing (the message names it and the file).
+    CatalogError
+        The file cannot be read (the message names it).
+    """
+    import pyarrow as pa
+
+    path = Path(path)
+    names = file_columns(config)
+    parquet = open_catalog(path, columns=list(names.values()))
+    try:
         groups = bg_row_groups(parquet.metadata, names=names, config=config)
         # one thread: the Dask worker's threads are the parallelism
         table = parquet.read_row_groups(groups, columns=list(names.values()), use_threads=False)
@@ -131,7 +169,11 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig):
         pa.array(np.where(lrg, 0, 1).astype(np.int32)), pa.array(SAMPLES)
     ).cast(pa.string())
     table = table.append_column("sample", sample)
-    return contract_types(table), int(masks.nan_colour.sum())
+    return TileTargets(
+        table=contract_types(table),
+        nan_colour=int(masks.nan_colour.sum()),
+        sources=parquet.metadata.num_rows,
+    )
 
 
 def _dictionary_strings(metadata) -> list[str]:
@@ -215,7 +257,7 @@ def targets_frame(catalog: str | Path, *, config: SelectConfig | None = None):
 
 
 def _targets_pandas(path: Path, *, config: SelectConfig):
-    return read_tile_targets(path, config=config)[0].to_pandas()
+    return read_tile_targets(path, config=config).table.to_pandas()
 
 
 def select_tile(path: Path, out: Path, *, unit: str, chash: str, config: SelectConfig):
@@ -227,20 +269,18 @@ def select_tile(path: Path, out: Path, *, unit: str, chash: str, config: SelectC
         ``sources`` (rows of the catalog file), ``rows`` (targets), ``LRG``, ``BG`` and
         ``nan_colour`` counts of the file.
     """
-    import pyarrow.parquet as pq
-
     clear_marker(out, unit)
-    table, nan_colour = read_tile_targets(path, config=config)
-    sources = pq.read_metadata(path).num_rows
+    targets = read_tile_targets(path, config=config)
+    table = targets.table
     rel = f"{unit}.parquet"
     size = commit_parquet(table, out, rel)
     samples = table["sample"].to_numpy(zero_copy_only=False)
     counts = {
-        "sources": sources,
+        "sources": targets.sources,
         "rows": table.num_rows,
         "LRG": int((samples == "LRG").sum()),
         "BG": int((samples == "BG").sum()),
-        "nan_colour": nan_colour,
+        "nan_colour": targets.nan_colour,
     }
     write_marker(
         out,
@@ -308,7 +348,7 @@ def select_targets(
     if out.exists() and not (out / MARKER_DIR).exists() and any(out.iterdir()):
         raise CatalogError(f"{out} exists and is not a targets dataset: refusing to write there")
     out.mkdir(parents=True, exist_ok=True)
-    _check_first_schema(files[0], config)
+    open_catalog(files[0], columns=list(file_columns(config).values()))  # fail fast
     _remove_stale(out, set(units))
 
     hashes = {
@@ -334,18 +374,6 @@ def select_targets(
     result = SelectReport(out=out, per_tile=per_tile, units=report)
     _write_summary(result, catalog=Path(catalog), config=config, n_files=len(files))
     return result
-
-
-def _check_first_schema(path: Path, config: SelectConfig) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        names = pq.read_schema(path).names
-    except (OSError, pa.ArrowException) as err:
-        raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
-    needed = [config.column_map.get(name, name) for name in output_columns(config)]
-    check_columns(names, needed, source=str(path))
 
 
 def _remove_stale(out: Path, units: set[str]) -> None:
