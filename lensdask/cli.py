@@ -112,9 +112,9 @@ def finish(reports: list[UnitReport]) -> None:
 def main(verbose: int, quiet: bool) -> None:
     """lensdask: find strong gravitational lenses in wide imaging surveys with Dask.
 
-    Stages, each a command: mock-survey (or ingest) -> select -> cutouts. `lensdask run JOB.yaml`
-    chains them from one job file. Every command starts or joins a Dask cluster
-    (--cluster) and prints its dashboard link.
+    Stages, each a command: mock-survey (or ingest) -> select -> cutouts -> simulate.
+    `lensdask run JOB.yaml` chains them from one job file. Every command starts or joins a
+    Dask cluster (--cluster) and prints its dashboard link.
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -282,6 +282,85 @@ def cutouts_cmd(
     finish([report.units])
 
 
+@main.command("simulate")
+@click.argument("cutouts", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("trainset.zarr"),
+    show_default=True,
+    help="The training set (Zarr) to write.",
+)
+@click.option(
+    "--targets",
+    type=click.Path(exists=True, path_type=Path),
+    help="Targets dataset; its TRUE_TYPE/TRUE_LENS columns (mock surveys) pick the negatives.",
+)
+@click.option(
+    "--job",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Take the simulate section (sizes, priors, PSF) from this job file.",
+)
+@click.option("--positives", type=int, help="Mock lenses in train + validation [200000].")
+@click.option("--negatives", type=int, help="Real negatives in train + validation [18000].")
+@click.option("--test-positives", type=int, help="Mock lenses in the test split [2000].")
+@click.option("--test-negatives", type=int, help="Real LRGs in the test split [2000].")
+@click.option("--batch-size", type=int, help="Examples per task and Zarr chunk [512].")
+@click.option("--seed", type=int, help="Run seed [0].")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Examples PNG.")
+@cluster_options
+@handle_errors
+def simulate_cmd(
+    cutouts: Path,
+    out: Path,
+    targets: Path | None,
+    job: Path | None,
+    plot: Path | None,
+    no_progress: bool,
+    **opts: Any,
+) -> None:
+    """Build a training set from the cutout store CUTOUTS: mock lenses painted on real LRG
+    cutouts (SIE + shear + Gaussian-random-field deflector, Sersic source with clumps,
+    PSF-convolved, arc peak scaled to the LRG's) and real negatives (LRGs, BGs, and the
+    spirals, rings and mergers of a mock survey), normalised to [0, 255].
+
+    One task per batch; the same seed gives the same bytes on any number of workers, and a
+    rerun redoes only the batches not complete. The test split's LRGs are kept out of the
+    training and validation splits. Writes OUT and a PNG of examples next to it.
+    """
+    import dataclasses
+
+    from lensdask.config import SimulateConfig, load_job
+    from lensdask.lensing.simulate import simulate_lenses
+
+    config = (load_job(job).simulate if job else None) or SimulateConfig()
+    names = ("positives", "negatives", "test_positives", "test_negatives", "batch_size", "seed")
+    overrides = {name: opts.pop(name) for name in names}
+    config = dataclasses.replace(
+        config, **{name: value for name, value in overrides.items() if value is not None}
+    )
+    with cluster_client(opts) as client:
+        report = simulate_lenses(
+            cutouts,
+            out,
+            config=config,
+            client=client,
+            targets=targets,
+            plot=plot,
+            progress=not no_progress,
+        )
+    for split, kinds in report.counts.items():
+        parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        click.echo(f"simulate: {split}: {parts}")
+    click.echo(
+        f"simulate: {report.written} batches written, {report.skipped} already complete, "
+        f"{len(report.units.failures)} failed -> {report.out}"
+    )
+    if report.plot:
+        click.echo(f"examples -> {report.plot}")
+    finish([report.units])
+
+
 @main.command("ingest")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -323,7 +402,8 @@ def run_cmd(job: Path, no_progress: bool, **opts: Any) -> None:
     """Run the job file JOB: every stage it configures, skipping what is complete.
 
     Today: mock-survey (when the job has a mock_survey section) or ingest, then select,
-    then cutouts (when the job has a cutouts section). Outputs go under the job's workdir.
+    then cutouts (when the job has a cutouts section), then simulate (a simulate section).
+    Outputs go under the job's workdir.
     """
     from lensdask.config import load_job
     from lensdask.pipeline import run_job

@@ -234,6 +234,148 @@ class CutoutConfig:
             raise ConfigError(f"cutouts.compression_level: 0 to 22, got {self.compression_level}")
 
 
+def _check_range(where: str, value: tuple[float, ...], *, lo: float, hi: float) -> None:
+    """A (low, high) range inside [lo, hi] (both finite, low <= high)."""
+    if len(value) != 2 or not all(isinstance(v, int | float) for v in value):
+        raise ConfigError(f"{where}: expected [low, high], got {value!r}")
+    low, high = value
+    if not (lo <= low <= high <= hi):
+        raise ConfigError(f"{where}: need {lo} <= low <= high <= {hi}, got [{low}, {high}]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MockLensConfig:
+    """How mock lenses are drawn (lenstronomy conventions; ranges are [low, high])."""
+
+    theta_E: tuple[float, float] = (1.0, 5.0)
+    """Einstein radius, arcsec, log-uniform (Li et al. 2020: 1 to 5 arcsec)."""
+    lens_q: tuple[float, float] = (0.5, 1.0)
+    """Axis ratio of the SIE mass, uniform; its angle is uniform."""
+    lens_offset: float = 0.05
+    """RMS offset of the mass centre from the light centre of the LRG, arcsec per axis."""
+    shear: tuple[float, float] = (0.0, 0.05)
+    """Modulus of the external shear, uniform; its angle is uniform."""
+    source_offset: tuple[float, float] = (0.0, 0.5)
+    """Distance of the source from the optical axis in units of ``theta_E``, uniform (small
+    values make arcs and rings, up to ~0.5 doubly-imaged sources)."""
+    source_R: tuple[float, float] = (0.1, 0.6)
+    """Half-light radius of the main source component, arcsec, log-uniform."""
+    source_n: tuple[float, float] = (0.5, 2.0)
+    """Sersic index of the main source component, uniform."""
+    source_q: tuple[float, float] = (0.4, 1.0)
+    """Axis ratio of the main source component, uniform."""
+    clumps: tuple[int, int] = (0, 4)
+    """Number of star-forming clumps on the source, uniform integer, inclusive."""
+    clump_R: tuple[float, float] = (0.02, 0.08)
+    """Half-light radius of a clump, arcsec, log-uniform."""
+    clump_contrast: tuple[float, float] = (0.5, 3.0)
+    """Clump ``amp`` over the main component's ``amp``, uniform."""
+    grf_sigma: tuple[float, float] = (1e-3, 1e-2)
+    """RMS of the Gaussian-random-field potential perturbation, arcsec^2, log-uniform
+    (0 turns it off)."""
+    grf_slope: tuple[float, float] = (4.0, 6.0)
+    """Power-law index of the perturbation's spectrum, ``P(k) ∝ k^-slope``, uniform."""
+    arc_peak_ratio: tuple[float, float] = (0.02, 0.3)
+    """Peak of the PSF-convolved arc over the peak of the lens galaxy, log-uniform."""
+
+    def __post_init__(self) -> None:
+        w = "lenses."
+        _check_range(w + "theta_E", self.theta_E, lo=1e-3, hi=30.0)
+        _check_range(w + "lens_q", self.lens_q, lo=1e-3, hi=1.0)
+        if not 0 <= self.lens_offset < 1:
+            raise ConfigError(f"{w}lens_offset: must be in [0, 1) arcsec, got {self.lens_offset}")
+        _check_range(w + "shear", self.shear, lo=0.0, hi=0.5)
+        _check_range(w + "source_offset", self.source_offset, lo=0.0, hi=3.0)
+        _check_range(w + "source_R", self.source_R, lo=1e-3, hi=10.0)
+        _check_range(w + "source_n", self.source_n, lo=0.2, hi=8.0)
+        _check_range(w + "source_q", self.source_q, lo=1e-3, hi=1.0)
+        _check_range(w + "clumps", self.clumps, lo=0, hi=16)
+        _check_range(w + "clump_R", self.clump_R, lo=1e-3, hi=10.0)
+        _check_range(w + "clump_contrast", self.clump_contrast, lo=0.0, hi=100.0)
+        _check_range(w + "grf_sigma", self.grf_sigma, lo=0.0, hi=1.0)
+        _check_range(w + "grf_slope", self.grf_slope, lo=1e-3, hi=20.0)
+        _check_range(w + "arc_peak_ratio", self.arc_peak_ratio, lo=1e-4, hi=100.0)
+        if (self.grf_sigma[0] == 0) != (self.grf_sigma[1] == 0):
+            raise ConfigError(f"{w}grf_sigma: log-uniform, so both ends 0 (off) or both > 0")
+
+
+NEGATIVE_KINDS = ("LRG", "BG", "spiral", "ring", "merger")
+"""Kinds of negatives: the two samples, and mock-survey truth types (``TRUE_TYPE``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulateConfig:
+    """The training set: mock lenses on real LRG cutouts, and real negatives."""
+
+    positives: int = 200_000
+    """Mock lenses in the training and validation splits (Li et al. 2020: 200,000)."""
+    negatives: int = 18_000
+    """Real negatives in the training and validation splits (Li et al. 2020: 18,000)."""
+    test_positives: int = 2000
+    """Mock lenses in the test split, painted on LRGs kept out of the other splits."""
+    test_negatives: int = 2000
+    """Real LRGs in the test split (distinct LRGs, kept out of the other splits)."""
+    validation_fraction: float = 0.1
+    """Fraction of the training examples held out for validation."""
+    negative_mix: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "LRG": 0.5,
+            "BG": 0.3,
+            "spiral": 0.08,
+            "ring": 0.06,
+            "merger": 0.06,
+        }
+    )
+    """Share of each kind among the negatives (normalised; kinds the cutouts lack are dropped
+    with a warning). Kinds other than ``LRG`` and ``BG`` need a ``TRUE_TYPE`` column."""
+    band: str = "r"
+    """Band of the cutouts the training set is made from."""
+    supersample: int = 3
+    """Rays per pixel along each axis when rendering arcs."""
+    psf_fwhm: float = 0.7
+    """FWHM of the Moffat PSF the arcs are convolved with, arcsec (KiDS r: 0.7)."""
+    psf_beta: float = 3.0
+    """Moffat index of the PSF."""
+    psf_image: Path | None = None
+    """A FITS image of the PSF at the cutouts' pixel scale, used instead of the Moffat."""
+    batch_size: int = 512
+    """Examples per work unit (one task, one Zarr chunk)."""
+    seed: int = 0
+    """Run seed; batch ``k`` of a split draws from ``SeedSequence([seed, split, k])``."""
+    lenses: MockLensConfig = field(default_factory=MockLensConfig)
+    """Priors of the mock lenses."""
+
+    def __post_init__(self) -> None:
+        for name in ("positives", "negatives", "test_positives", "test_negatives"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"simulate.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(
+                f"simulate.validation_fraction: must be in [0, 1), got {self.validation_fraction}"
+            )
+        mix = dict(self.negative_mix)
+        unknown = sorted(set(mix) - set(NEGATIVE_KINDS))
+        if unknown:
+            raise ConfigError(
+                f"simulate.negative_mix: unknown kind(s) {unknown}; known: {list(NEGATIVE_KINDS)}"
+            )
+        if any(not (isinstance(v, int | float) and v >= 0) for v in mix.values()) or not any(
+            mix.values()
+        ):
+            raise ConfigError(f"simulate.negative_mix: shares must be >= 0, not all 0: {mix}")
+        object.__setattr__(self, "negative_mix", mix)
+        if self.supersample < 1:
+            raise ConfigError(f"simulate.supersample: must be >= 1, got {self.supersample}")
+        if not self.psf_fwhm > 0:
+            raise ConfigError(f"simulate.psf_fwhm: must be > 0 arcsec, got {self.psf_fwhm}")
+        if not self.psf_beta > 1:
+            raise ConfigError(f"simulate.psf_beta: must be > 1, got {self.psf_beta}")
+        if self.psf_image is not None:
+            object.__setattr__(self, "psf_image", Path(self.psf_image))
+        if self.batch_size < 1:
+            raise ConfigError(f"simulate.batch_size: must be >= 1, got {self.batch_size}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """A whole job: where it works and the configuration of each stage it runs."""
@@ -252,6 +394,8 @@ class JobConfig:
     """Folder of the tile images (default: the mock survey's images)."""
     cutouts: CutoutConfig | None = None
     """Cut the targets out of the tile images into ``workdir/cutouts.zarr``."""
+    simulate: SimulateConfig | None = None
+    """Build the training set ``workdir/trainset.zarr`` from the cutouts."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workdir", Path(self.workdir))

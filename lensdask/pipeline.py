@@ -6,6 +6,7 @@ Layout of the job's ``workdir``::
     workdir/catalog/          ingested catalog when the job has ingest
     workdir/targets.parquet/  the BG/LRG targets
     workdir/cutouts.zarr/     cutouts of the targets, when the job has a cutouts section
+    workdir/trainset.zarr/    the training set, when the job has a simulate section
 """
 
 from __future__ import annotations
@@ -118,4 +119,23 @@ def run_job(config: JobConfig, *, client: Any, progress: bool = True) -> JobResu
         result.reports.append(cutouts.units)
         result.outputs["cutouts"] = cutouts.out
         result.counts["cutouts written now"] = cutouts.counts["cutouts"]
+    if config.simulate is not None:
+        if config.cutouts is None:
+            raise ValueError("simulate: the job needs a cutouts section to build a training set")
+        from lensdask.lensing.simulate import simulate_lenses
+
+        trainset = simulate_lenses(
+            workdir / "cutouts.zarr",
+            workdir / "trainset.zarr",
+            config=config.simulate,
+            client=client,
+            targets=selection.out,
+            progress=progress,
+        )
+        result.reports.append(trainset.units)
+        result.outputs["training set"] = trainset.out
+        if trainset.plot is not None:
+            result.outputs["training examples"] = trainset.plot
+        for split, kinds in trainset.counts.items():
+            result.counts[f"{split} examples"] = sum(kinds.values())
     return result

@@ -172,3 +172,88 @@ def cutout2d_stamps(
         for position in positions  # type: ignore[attr-defined]
     ]
     return np.stack(stamps) if stamps else np.empty((0, size, size), dtype=data.dtype)
+
+
+def write_cutout_store(
+    path: str | Path,
+    counts: Mapping[str, Mapping[str, int]],
+    *,
+    size: int = 101,
+    bands: tuple[str, ...] = ("r",),
+    pixel_scale: float = 0.2,
+    edge: int = 0,
+    seed: int = 0,
+) -> Path:
+    """A small cutout store of synthetic galaxies, written with the store's own writers.
+
+    Each cutout holds a round Gaussian galaxy at its centre (peak 50-500 counts, sigma
+    1-3 px) on unit Gaussian noise.
+
+    Parameters
+    ----------
+    path : path
+        The store to create.
+    counts : mapping
+        Tile name -> sample (``LRG`` / ``BG``) -> number of cutouts.
+    size : int, pixels
+        Cutout side.
+    bands : tuple of str
+        Bands (the same galaxy in each).
+    pixel_scale : float, arcsec / pixel
+    edge : int
+        In each tile, this many extra cutouts (sample ``LRG``) that cross the image border:
+        NaN in their left half and flagged ``edge``.
+    seed : int
+        Seed of the pixel noise and galaxy shapes.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from lensdask.cutouts.store import commit_tile_group, open_root, write_tile_group
+    from lensdask.units import Marker, ids_hash, staging_path, write_marker
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    open_root(path, attrs={"bands": list(bands), "size": size})
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    for tile, samples in counts.items():
+        sample = [name for name, n in samples.items() for _ in range(n)] + ["LRG"] * edge
+        n = len(sample)
+        peak = rng.uniform(50, 500, n)[:, None, None]
+        width = rng.uniform(1, 3, n)[:, None, None]
+        galaxy = peak * np.exp(-(xx**2 + yy**2) / (2 * width**2))
+        images = {}
+        for band in bands:
+            image = (galaxy + rng.standard_normal((n, size, size))).astype(np.float32)
+            image[n - edge :, :, : size // 2] = np.nan
+            images[band] = image
+        is_edge = np.arange(n) >= n - edge
+        ids = np.array([f"KiDS J{tile} {k:05d}" for k in range(n)])
+        columns = {
+            "ID": ids,
+            "sample": np.array(sample),
+            "RAJ2000": rng.uniform(0, 1, n),
+            "DECJ2000": rng.uniform(-1, 0, n),
+            "x": rng.uniform(0, 1000, n),
+            "y": rng.uniform(0, 1000, n),
+            "edge": is_edge,
+            "nan_fraction": np.repeat(
+                np.where(is_edge, (size // 2) / size, 0.0)[:, None], len(bands), axis=1
+            ).astype(np.float32),
+        }
+        attrs = {
+            "tile": tile,
+            "bands": list(bands),
+            "size": size,
+            "pixel_scale": {band: pixel_scale for band in bands},
+        }
+        staged = staging_path(path, tile)
+        write_tile_group(staged, images, columns, attrs=attrs, chunk=64, compression_level=0)
+        commit_tile_group(staged, path / tile)
+        write_marker(
+            path,
+            Marker(unit=tile, rows=n, ids_hash=ids_hash(ids), config_hash="testing", files={}),
+        )
+    return path

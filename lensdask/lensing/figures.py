@@ -1,0 +1,79 @@
+"""Figures of the training set: example mock lenses and negatives (Li et al. 2020, Fig. 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES_PER_ROW = 8
+
+
+def plot_examples(trainset: str | Path, path: str | Path, *, split: str = "train") -> Path:
+    """Write a PNG of example mock lenses (top rows) and negatives of each kind (bottom).
+
+    Mock lenses are labelled with their Einstein radius (arcsec) and arc peak ratio;
+    negatives with their kind. Images are shown as stored (normalised to [0, 255]) with an
+    asinh stretch.
+
+    Parameters
+    ----------
+    trainset : path
+        A training set made by :func:`lensdask.lensing.simulate.simulate_lenses`.
+    path : path
+        The PNG to write.
+    split : str
+        Split to take the examples from (falls back to ``test`` when empty).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import zarr
+
+    from lensdask.lensing.simulate import read_table
+
+    trainset, path = Path(trainset), Path(path)
+    table = read_table(trainset, split)
+    if table.empty:
+        split, table = "test", read_table(trainset, "test")
+    images = zarr.open_array(str(trainset / split / "images"), mode="r")
+    n = EXAMPLES_PER_ROW
+    lenses = np.flatnonzero(table["label"].to_numpy() == 1)[:n]
+    negatives = _by_kind(table, n)
+    rows = [("lens", lenses), ("negative", negatives)]
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.0), squeeze=False)
+    for axes_row, (what, index) in zip(axes, rows, strict=True):
+        for ax, k in zip(axes_row, list(index) + [None] * (n - len(index)), strict=True):
+            ax.set_axis_off()
+            if k is None:
+                continue
+            ax.imshow(np.arcsinh(images[int(k)] / 25.0), origin="lower", cmap="gray")
+            if what == "lens":
+                label = f'θE={table["theta_E"][k]:.1f}" r={table["arc_peak_ratio"][k]:.2f}'
+            else:
+                label = table["kind"][k]
+            ax.set_title(label, fontsize=7)
+    fig.suptitle(f"{trainset.name} ({split}): mock lenses (top), negatives (bottom)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _by_kind(table, n: int) -> list[int]:
+    """Up to ``n`` negatives, taking the kinds in turn so each kind is shown."""
+    negatives = table[table["label"] == 0]
+    groups = [list(part.index) for _, part in negatives.groupby("kind", sort=True)]
+    chosen: list[int] = []
+    while len(chosen) < n and any(groups):
+        for group in groups:
+            if group and len(chosen) < n:
+                chosen.append(group.pop(0))
+    return chosen

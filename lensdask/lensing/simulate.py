@@ -1,0 +1,602 @@
+"""The training-set job: mock lenses painted on real LRG cutouts, and real negatives.
+
+Layout of ``trainset.zarr``::
+
+    zarr.json                        root attributes: configuration, plan hash, composition,
+                                     normalisation, band, pixel scale, source cutout store
+    <split>/images                   (N, size, size) float32 in [0, 255] (``normalise_stamps``)
+    <split>/label                    (N,) int8: 1 mock lens, 0 real negative
+    <split>/kind                     (N,) str: ``lens`` or the negative's kind (LRG, BG, spiral...)
+    <split>/source_id, source_tile   (N,) str: the real cutout each example is made from
+    <split>/params/<name>            (N,) float64: every mock-lens parameter (NaN for negatives),
+                                     the magnification and the arc scale (provenance)
+    _units/<split>-<batch>.json      completion markers
+
+``split`` is ``train``, ``val`` or ``test``. The driver makes a plan: which cutout each
+example comes from and its label, from the run seed alone. The test split's LRGs (its
+negatives, and the hosts of its mock lenses) are kept out of the other splits. Each batch of
+``batch_size`` examples is one task that draws from ``SeedSequence([seed, split, batch])``
+and writes exactly one chunk of every array, then its marker; so the bytes are the same
+whatever the number of workers, and a rerun redoes only the batches without a marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensdask import __version__
+from lensdask.config import SimulateConfig
+from lensdask.normalise import NORMALISATION
+from lensdask.runner import UnitReport, run_stage
+from lensdask.units import Marker, clear_marker, config_hash, ids_hash, write_marker
+
+logger = logging.getLogger(__name__)
+
+STAGE = "simulate"
+SPLITS = ("train", "val", "test")
+PLAN_STREAM = 2**31 - 1
+"""Second entropy word of the plan's seed, ``SeedSequence([seed, PLAN_STREAM])``; batches
+use ``[seed, split_index, batch]``, so the streams never coincide."""
+TRUTH_KINDS = ("spiral", "ring", "merger")
+"""Negative kinds taken from a ``TRUE_TYPE`` column of the targets."""
+RENDER_CHUNK = 32
+"""Mock lenses rendered at once inside a batch (bounds the memory of the ray grids)."""
+
+
+class NoCutoutsError(FileNotFoundError):
+    """The cutout store has no usable cutouts of a kind the training set needs."""
+
+
+def cutout_inventory(cutouts: str | Path, *, band: str, targets: str | Path | None = None):
+    """Every clean cutout of a store with its kind, as a DataFrame sorted by (tile, row).
+
+    A cutout is clean when it lies wholly inside its image (no NaN pixel in ``band``). Its
+    kind is its sample (``LRG`` or ``BG``), or its ``TRUE_TYPE`` where the targets have one
+    in :data:`TRUTH_KINDS`. Galaxies flagged ``TRUE_LENS`` in the targets (lenses injected into
+    a mock survey) are left out.
+
+    Parameters
+    ----------
+    cutouts : path
+        The cutout store (``lensdask cutouts``).
+    band : str
+        Band the training set is made from.
+    targets : path, optional
+        The targets dataset, for the ``TRUE_TYPE`` and ``TRUE_LENS`` columns of mock surveys.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``ID``, ``tile``, ``row`` (index in the tile's group), ``kind``.
+
+    Raises
+    ------
+    NoCutoutsError
+        If ``cutouts`` is not a cutout store or has no complete tile.
+    KeyError
+        If a tile lacks ``band``.
+    """
+    import pandas as pd
+    import zarr
+
+    from lensdask.cutouts.store import complete_tiles
+
+    cutouts = Path(cutouts)
+    if not (cutouts / "zarr.json").is_file():
+        raise NoCutoutsError(f"{cutouts}: not a cutout store (make one with `lensdask cutouts`)")
+    tiles = complete_tiles(cutouts)
+    if not tiles:
+        raise NoCutoutsError(f"{cutouts}: no complete tile in the cutout store")
+    frames = []
+    for tile in tiles:
+        group = zarr.open_group(str(cutouts / tile), mode="r")
+        bands = list(group.attrs["bands"])
+        if band not in bands:
+            raise KeyError(f"{cutouts}/{tile}: no band {band!r} (has {bands})")
+        nan_fraction = group["nan_fraction"][:][:, bands.index(band)]
+        frame = pd.DataFrame(
+            {
+                "ID": group["ID"][:].astype(object),
+                "tile": tile,
+                "row": np.arange(nan_fraction.size),
+                "kind": group["sample"][:].astype(object),
+            }
+        )
+        frames.append(frame[(nan_fraction == 0) & ~group["edge"][:]])
+    inventory = pd.concat(frames, ignore_index=True)
+    if targets is not None:
+        inventory = _apply_truth(inventory, Path(targets))
+    return inventory.reset_index(drop=True)
+
+
+def _apply_truth(inventory, targets: Path):
+    """Kinds from ``TRUE_TYPE`` and removal of ``TRUE_LENS`` galaxies, where the targets
+    have those columns."""
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset(targets, format="parquet")
+    columns = [c for c in ("TRUE_TYPE", "TRUE_LENS") if c in dataset.schema.names]
+    if not columns:
+        return inventory
+    truth = dataset.to_table(columns=["ID", *columns]).to_pandas().set_index("ID")
+    truth = truth.reindex(inventory["ID"])
+    if "TRUE_TYPE" in truth:
+        true_type = truth["TRUE_TYPE"].astype(str).to_numpy()
+        special = np.isin(true_type, TRUTH_KINDS)
+        inventory.loc[special, "kind"] = true_type[special]
+    if "TRUE_LENS" in truth:
+        lens = truth["TRUE_LENS"].fillna(False).to_numpy(dtype=bool)
+        if lens.any():
+            logger.info("simulate: leaving out %d injected lenses of the mock survey", lens.sum())
+        inventory = inventory[~lens]
+    return inventory
+
+
+def _even_draw(pool, n: int, rng: np.random.Generator, *, what: str):
+    """``n`` rows of ``pool``, each used as evenly as possible (whole permutations first)."""
+    if n == 0:
+        return pool.iloc[:0]
+    if len(pool) == 0:
+        raise NoCutoutsError(f"no cutouts of {what} to draw {n} examples from")
+    if n > len(pool):
+        logger.warning("simulate: %d %s examples from %d cutouts: reused", n, what, len(pool))
+    repeats = -(-n // len(pool))
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(repeats)])[:n]
+    return pool.iloc[order]
+
+
+def _shares(config: SimulateConfig, available: dict[str, int]) -> dict[str, int]:
+    """Number of negatives of each kind, from the mix restricted to available kinds."""
+    mix = {kind: share for kind, share in config.negative_mix.items() if share > 0}
+    missing = [kind for kind in mix if not available.get(kind)]
+    if missing:
+        logger.warning(
+            "simulate: no cutouts of kind(s) %s; their share goes to the others", missing
+        )
+    mix = {kind: share for kind, share in mix.items() if kind not in missing}
+    if config.negatives and not mix:
+        raise NoCutoutsError(f"none of the negative kinds {list(config.negative_mix)} has cutouts")
+    total = sum(mix.values())
+    counts = {kind: int(config.negatives * share / total) for kind, share in mix.items()}
+    for kind in list(mix)[: config.negatives - sum(counts.values())]:
+        counts[kind] += 1
+    return counts
+
+
+def plan_trainset(inventory, *, config: SimulateConfig):
+    """Which cutout each example comes from, its label and split (pure; seed-determined).
+
+    Parameters
+    ----------
+    inventory : pandas.DataFrame
+        From :func:`cutout_inventory`.
+    config : SimulateConfig
+        Sizes, negative mix, validation fraction and seed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per example, ordered by split (train, val, test) and shuffled inside each:
+        ``split``, ``label`` (1 lens, 0 negative), ``kind``, ``ID``, ``tile``, ``row``.
+
+    Raises
+    ------
+    NoCutoutsError
+        If there are too few LRG cutouts for the test split and the rest, naming the store's
+        count and the configuration keys.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, PLAN_STREAM]))
+    lrg = inventory[inventory["kind"] == "LRG"]
+    n_test = config.test_negatives or (-(-len(lrg) // 10) if config.test_positives else 0)
+    needs_train = config.positives > 0 or config.negative_mix.get("LRG", 0) > 0
+    if len(lrg) < n_test + needs_train or (n_test == 0 and config.test_positives):
+        raise NoCutoutsError(
+            f"the cutouts have {len(lrg)} clean LRGs; simulate.test_negatives = "
+            f"{config.test_negatives} of them go to the test split and the other splits need "
+            "more: make more LRG cutouts or lower simulate.test_negatives"
+        )
+    order = rng.permutation(len(lrg))
+    test_lrg, train_lrg = lrg.iloc[order[:n_test]], lrg.iloc[order[n_test:]]
+
+    def rows(pool, n: int, label: int, what: str):
+        drawn = _even_draw(pool, n, rng, what=what)
+        return drawn.assign(label=np.int8(label), kind=drawn["kind"] if label == 0 else "lens")
+
+    kinds = inventory["kind"]
+    fit = [rows(train_lrg, config.positives, 1, "LRG lens hosts")]
+    counts = _shares(config, kinds.value_counts().to_dict())
+    for kind, n in counts.items():
+        pool = train_lrg if kind == "LRG" else inventory[kinds == kind]
+        fit.append(rows(pool, n, 0, kind))
+    fit_rows = pd.concat(fit, ignore_index=True)
+    fit_rows = fit_rows.iloc[rng.permutation(len(fit_rows))]
+    n_val = round(config.validation_fraction * len(fit_rows))
+    test_rows = pd.concat(
+        [
+            rows(test_lrg, config.test_positives, 1, "test LRG lens hosts"),
+            test_lrg.assign(label=np.int8(0)),
+        ],
+        ignore_index=True,
+    )
+    test_rows = test_rows.iloc[rng.permutation(len(test_rows))]
+    plan = pd.concat(
+        [
+            fit_rows.iloc[n_val:].assign(split="train"),
+            fit_rows.iloc[:n_val].assign(split="val"),
+            test_rows.assign(split="test"),
+        ],
+        ignore_index=True,
+    )
+    return plan[["split", "label", "kind", "ID", "tile", "row"]]
+
+
+def plan_hash(plan) -> str:
+    """Short hash of a plan's content (splits, labels, kinds and source cutouts)."""
+    digest = hashlib.sha256()
+    for column in ("split", "label", "kind", "ID", "tile", "row"):
+        digest.update(column.encode())
+        digest.update("\x00".join(map(str, plan[column].tolist())).encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One work unit: ``rows`` of the plan, written at ``start`` of split ``split``."""
+
+    split: str
+    index: int
+    start: int
+    rows: Any
+
+
+def plan_batches(plan, *, batch_size: int) -> dict[str, Batch]:
+    """The plan cut into batches of ``batch_size`` per split, by unit name."""
+    batches = {}
+    for split in SPLITS:
+        part = plan[plan["split"] == split].reset_index(drop=True)
+        for index, start in enumerate(range(0, len(part), batch_size)):
+            rows = part.iloc[start : start + batch_size]
+            batches[f"{split}-{index:05d}"] = Batch(split, index, start, rows)
+    return batches
+
+
+def parameter_names(config: SimulateConfig) -> list[str]:
+    """Columns of ``<split>/params``: the drawn parameters, then derived quantities."""
+    from lensdask.lensing.mocks import draw_lenses
+
+    drawn = draw_lenses(0, np.random.default_rng(0), config=config.lenses)
+    return [*drawn, "magnification", "arc_scale"]
+
+
+def read_cutouts(cutouts: Path, rows, *, band: str) -> np.ndarray:
+    """The ``band`` cutouts of plan ``rows`` (any order), read tile by tile."""
+    import zarr
+
+    size = None
+    result: np.ndarray | None = None
+    for tile, part in rows.groupby("tile", sort=True):
+        array = zarr.open_array(str(cutouts / tile / band), mode="r")
+        if result is None:
+            size = array.shape[1:]
+            result = np.empty((len(rows), *size), dtype=np.float32)
+        wanted = part["row"].to_numpy()
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        data = array.get_orthogonal_selection((unique, slice(None), slice(None)))
+        result[rows.index.get_indexer(part.index)] = data[inverse]
+    if result is None:
+        raise ValueError("read_cutouts: no rows")
+    return result
+
+
+def make_examples(
+    raw: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    config: SimulateConfig,
+    pixel_scale: float,
+    psf: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Training images from raw cutouts: arcs painted where ``labels == 1``, all normalised.
+
+    Pure kernel of a batch.
+
+    Parameters
+    ----------
+    raw : ndarray, shape (N, size, size), counts
+        Real cutouts.
+    labels : ndarray of int, shape (N,)
+        1: paint a mock lens; 0: keep as a negative.
+    rng : numpy.random.Generator
+        The batch's generator (parameters, then Gaussian random fields).
+    config : SimulateConfig
+        Priors, supersampling.
+    pixel_scale : float, arcsec / pixel
+        Of the cutouts.
+    psf : ndarray
+        PSF image at ``pixel_scale``.
+
+    Returns
+    -------
+    images : ndarray, shape (N, size, size), float32 in [0, 255]
+    params : dict of str to ndarray, shape (N,)
+        :func:`parameter_names` columns, NaN for negatives.
+    """
+    from lensdask.lensing.image import Grid
+    from lensdask.lensing.mocks import draw_lenses, paint_arcs, render_arcs
+    from lensdask.normalise import normalise_stamps
+
+    positive = np.flatnonzero(labels == 1)
+    drawn = draw_lenses(positive.size, rng, config=config.lenses)
+    grid = Grid(raw.shape[-1], pixel_scale, config.supersample)
+    images = raw.copy()
+    magnification = np.empty(positive.size)
+    arc_scale = np.empty(positive.size)
+    for start in range(0, positive.size, RENDER_CHUNK):
+        part = slice(start, start + RENDER_CHUNK)
+        arcs, magnification[part] = render_arcs(
+            {k: v[part] for k, v in drawn.items()}, rng, grid=grid, psf=psf
+        )
+        index = positive[part]
+        images[index], arc_scale[part] = paint_arcs(raw[index], arcs, drawn["arc_peak_ratio"][part])
+    columns = {**drawn, "magnification": magnification, "arc_scale": arc_scale}
+    params = {}
+    for name, values in columns.items():
+        full = np.full(labels.size, np.nan)
+        full[positive] = values
+        params[name] = full
+    return normalise_stamps(images), params
+
+
+def write_batch(
+    batch: Batch,
+    out: Path,
+    *,
+    unit: str,
+    chash: str,
+    cutouts: Path,
+    config: SimulateConfig,
+    pixel_scale: float,
+    psf: np.ndarray,
+) -> dict[str, int]:
+    """Make one batch and write it into its chunk of every array, then its marker."""
+    import zarr
+
+    clear_marker(out, unit)
+    rows = batch.rows
+    seed = np.random.SeedSequence([config.seed, SPLITS.index(batch.split), batch.index])
+    images, params = make_examples(
+        read_cutouts(cutouts, rows, band=config.band),
+        rows["label"].to_numpy(),
+        np.random.default_rng(seed),
+        config=config,
+        pixel_scale=pixel_scale,
+        psf=psf,
+    )
+    group = zarr.open_group(str(out / batch.split), mode="r+")
+    where = slice(batch.start, batch.start + len(rows))
+    group["images"][where] = images
+    group["label"][where] = rows["label"].to_numpy()
+    group["kind"][where] = rows["kind"].to_numpy(dtype=str)
+    group["source_id"][where] = rows["ID"].to_numpy(dtype=str)
+    group["source_tile"][where] = rows["tile"].to_numpy(dtype=str)
+    for name, values in params.items():
+        group[f"params/{name}"][where] = values
+    positives = int(rows["label"].sum())
+    write_marker(
+        out,
+        Marker(
+            unit=unit,
+            rows=len(rows),
+            ids_hash=ids_hash(rows["ID"].astype(str)),
+            config_hash=chash,
+            files={},
+            extra={"positives": positives, "negatives": len(rows) - positives},
+        ),
+    )
+    return {"rows": len(rows), "positives": positives}
+
+
+def prepare_store(out: Path, plan, *, attrs: dict[str, Any], config: SimulateConfig, size: int):
+    """Create the (empty) arrays of a training set, or keep them if the plan is the same.
+
+    A store made from another plan or configuration is removed first, so that no batch of an
+    old plan survives under a new one.
+    """
+    import zarr
+
+    if out.exists():
+        try:
+            old = dict(zarr.open_group(str(out), mode="r").attrs)
+        except (FileNotFoundError, ValueError):  # not a Zarr group: never a training set
+            raise FileExistsError(
+                f"{out}: exists and is not a training set; not touching it"
+            ) from None
+        if old.get("plan_hash") == attrs["plan_hash"] and old.get("config") == attrs["config"]:
+            return
+        logger.warning("simulate: %s was made from another plan or configuration: remade", out)
+        shutil.rmtree(out)
+    root = zarr.open_group(str(out), mode="w-", attributes=attrs)
+    chunk = config.batch_size
+    names = parameter_names(config)
+    for split in SPLITS:
+        n = int((plan["split"] == split).sum())
+        group = root.create_group(split)
+        group.create_array(
+            "images",
+            shape=(n, size, size),
+            dtype="float32",
+            chunks=(chunk, size, size),
+            compressors=None,
+            dimension_names=("example", "y", "x"),
+        )
+        group.create_array("label", shape=(n,), dtype="int8", chunks=(chunk,), fill_value=-1)
+        for name in ("kind", "source_id", "source_tile"):
+            group.create_array(name, shape=(n,), dtype=str, chunks=(chunk,))
+        params = group.create_group("params", attributes={"columns": names})
+        for name in names:
+            params.create_array(name, shape=(n,), dtype="float64", chunks=(chunk,))
+
+
+def load_psf(config: SimulateConfig, *, pixel_scale: float) -> np.ndarray:
+    """The PSF image arcs are convolved with: ``config.psf_image`` or a Moffat."""
+    if config.psf_image is None:
+        from lensdask.mock.render import moffat_psf
+
+        return moffat_psf(config.psf_fwhm, pixel_scale=pixel_scale, beta=config.psf_beta)
+    from astropy.io import fits
+
+    psf = np.asarray(fits.getdata(config.psf_image), dtype=np.float64)
+    if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0 or not psf.sum() > 0:
+        raise ValueError(
+            f"simulate.psf_image: {config.psf_image} must hold a 2-d image with odd sides "
+            f"and positive sum, got shape {psf.shape}"
+        )
+    return psf / psf.sum()
+
+
+@dataclass(frozen=True)
+class TrainsetReport:
+    """Outcome of :func:`simulate_lenses`."""
+
+    out: Path
+    counts: dict[str, dict[str, int]]
+    """Examples per split and kind (``lens`` for mock lenses)."""
+    written: int
+    skipped: int
+    plot: Path | None
+    units: UnitReport
+
+
+def simulate_lenses(
+    cutouts: str | Path,
+    out: str | Path,
+    *,
+    config: SimulateConfig,
+    client: Any,
+    targets: str | Path | None = None,
+    plot: str | Path | None = None,
+    progress: bool = True,
+) -> TrainsetReport:
+    """Build a training set from a cutout store on the Dask cluster of ``client``.
+
+    Parameters
+    ----------
+    cutouts : path
+        The cutout store.
+    out : path
+        The training set to write (``trainset.zarr``; see the module docstring).
+    config : SimulateConfig
+        Sizes, priors, PSF, batch size and seed.
+    client : distributed.Client
+        The injected Dask client; one task per batch.
+    targets : path, optional
+        The targets dataset (kinds from ``TRUE_TYPE`` in mock surveys).
+    plot : path, optional
+        Where to write the figure of example positives and negatives (default:
+        ``<out>_examples.png`` next to ``out``).
+    progress : bool
+        Show a progress bar over batches.
+
+    Returns
+    -------
+    TrainsetReport
+    """
+    import zarr
+
+    cutouts, out = Path(cutouts), Path(out)
+    inventory = cutout_inventory(cutouts, band=config.band, targets=targets)
+    plan = plan_trainset(inventory, config=config)
+    first = zarr.open_group(str(cutouts / inventory["tile"].iloc[0]), mode="r")
+    pixel_scale = float(first.attrs["pixel_scale"][config.band])
+    size = int(first.attrs["size"])
+    counts = {
+        split: {str(k): int(v) for k, v in part["kind"].value_counts().sort_index().items()}
+        for split, part in plan.groupby("split", sort=False)
+    }
+    settings = dataclasses.asdict(config)
+    attrs = {
+        "lensdask_version": __version__,
+        "config": config_hash(config),
+        "settings": settings,
+        "plan_hash": plan_hash(plan),
+        "counts": counts,
+        "band": config.band,
+        "size": size,
+        "pixel_scale": pixel_scale,
+        "cutouts": str(cutouts.resolve()),
+        "normalisation": NORMALISATION,
+        "labels": {"1": "mock lens", "0": "real negative"},
+    }
+    attrs = _jsonable(attrs)
+    prepare_store(out, plan, attrs=attrs, config=config, size=size)
+    batches = plan_batches(plan, batch_size=config.batch_size)
+    chash = config_hash({"config": attrs["config"], "plan": attrs["plan_hash"]})
+    report = run_stage(
+        client,
+        write_batch,
+        out,
+        batches,
+        chash=chash,
+        stage=STAGE,
+        progress=progress,
+        cutouts=cutouts,
+        config=config,
+        pixel_scale=pixel_scale,
+        psf=load_psf(config, pixel_scale=pixel_scale),
+    )
+    plot_path = None
+    if not report.failures:
+        from lensdask.lensing.figures import plot_examples
+
+        plot_path = Path(plot) if plot else out.with_name(out.stem + "_examples.png")
+        plot_examples(out, plot_path)
+    return TrainsetReport(
+        out=out,
+        counts=counts,
+        written=len(report.results),
+        skipped=len(report.skipped),
+        plot=plot_path,
+        units=report,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Attributes as plain JSON types (tuples to lists, paths to strings)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def read_table(path: str | Path, split: str):
+    """The per-example table of a split (labels, kinds, sources, parameters) as a DataFrame."""
+    import pandas as pd
+    import zarr
+
+    if split not in SPLITS:
+        raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+    group = zarr.open_group(str(Path(path) / split), mode="r")
+    table = {
+        "label": group["label"][:],
+        "kind": group["kind"][:].astype(object),
+        "source_id": group["source_id"][:].astype(object),
+        "source_tile": group["source_tile"][:].astype(object),
+    }
+    params = group["params"]
+    for name in params.attrs["columns"]:
+        table[name] = params[name][:]
+    return pd.DataFrame(table)
