@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,10 +113,13 @@ def finish(reports: list[UnitReport]) -> None:
 def main(verbose: int, quiet: bool) -> None:
     """lensdask: find strong gravitational lenses in wide imaging surveys with Dask.
 
-    Stages, each a command: mock-survey (or ingest) -> select -> cutouts -> simulate.
+    Stages, each a command: mock-survey (or ingest) -> select -> cutouts -> simulate ->
+    train (evaluate recomputes the test metrics).
     `lensdask run JOB.yaml` chains them from one job file. Every command starts or joins a
     Dask cluster (--cluster) and prints its dashboard link.
     """
+    # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(level)
@@ -361,6 +365,100 @@ def simulate_cmd(
     finish([report.units])
 
 
+@main.command("train")
+@click.argument("trainset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("model"),
+    show_default=True,
+    help="The model directory (model.keras, card.json, plots, checkpoints).",
+)
+@click.option(
+    "--job",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Take the train section from this job file.",
+)
+@click.option("--width", type=float, help="Filter width multiplier (1: full ResNet-18) [1.0].")
+@click.option("--epochs", type=int, help="Most epochs [30].")
+@click.option("--batch-size", type=int, help="Examples per step [64].")
+@click.option("--learning-rate", type=float, help="Adam learning rate [1e-3].")
+@click.option("--patience", type=int, help="Early-stopping patience, epochs [5].")
+@click.option("--seed", type=int, help="Seed of weights, shuffling, augmentation [0].")
+@click.option(
+    "--in-process", is_flag=True, help="Train in this process instead of on a Dask worker."
+)
+@cluster_options
+@handle_errors
+def train_cmd(
+    trainset: Path,
+    out: Path,
+    job: Path | None,
+    in_process: bool,
+    no_progress: bool,
+    **opts: Any,
+) -> None:
+    """Train the ResNet-18 classifier on TRAINSET (from `lensdask simulate`) into OUT.
+
+    Runs as one task on one worker (a GPU worker where the cluster has one, with mixed
+    precision), checkpoints every epoch and resumes from the last checkpoint when rerun,
+    stops early on the validation loss, and evaluates the best model on the test split
+    (ROC curve, AUC, TPR/FPR at p_CNN = 0.25, 0.5, 0.75). Writes model.keras, card.json,
+    history.csv, roc.png and p_cnn_test.png.
+    """
+    import dataclasses
+
+    from lensdask.config import TrainConfig, load_job
+    from lensdask.nn.train import train_model
+
+    config = (load_job(job).train if job else None) or TrainConfig()
+    names = ("width", "epochs", "batch_size", "learning_rate", "patience", "seed")
+    overrides = {name: opts.pop(name) for name in names}
+    config = dataclasses.replace(
+        config, **{name: value for name, value in overrides.items() if value is not None}
+    )
+    if in_process:
+        report = train_model(trainset, out, config=config, progress=not no_progress)
+    else:
+        with cluster_client(opts) as client:
+            report = train_model(
+                trainset, out, config=config, client=client, progress=not no_progress
+            )
+    echo_metrics(report.card["test_metrics"], report.card["model_id"], out)
+
+
+def echo_metrics(metrics: dict[str, Any], model_id: str, out: Path) -> None:
+    """Print test metrics the way `train` and `evaluate` both report them."""
+    click.echo(
+        f"model {model_id}: test AUC {metrics['auc']:.4f}, TPR at FPR 1% "
+        f"{metrics['tpr_at_fpr_1pct']:.3f} ({metrics['positives']} lenses, "
+        f"{metrics['negatives']} negatives)"
+    )
+    for rate in metrics["rates"]:
+        click.echo(
+            f"  p_CNN > {rate['threshold']:.2f}: TPR {rate['tpr']:.3f}, FPR {rate['fpr']:.4f}"
+        )
+    click.echo(f"model, card and plots -> {out}")
+
+
+@main.command("evaluate")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("trainset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for roc.png, p_cnn_test.png and metrics.json [MODEL_DIR].",
+)
+@handle_errors
+def evaluate_cmd(model_dir: Path, trainset: Path, out: Path | None) -> None:
+    """Recompute the test-split ROC curve, AUC, rates and plots of MODEL_DIR on TRAINSET."""
+    from lensdask.nn.card import read_card
+    from lensdask.nn.evaluate import evaluate_model
+
+    metrics = evaluate_model(model_dir, trainset, out=out)
+    echo_metrics(metrics.as_dict(), read_card(model_dir)["model_id"], out or model_dir)
+
+
 @main.command("ingest")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -402,8 +500,8 @@ def run_cmd(job: Path, no_progress: bool, **opts: Any) -> None:
     """Run the job file JOB: every stage it configures, skipping what is complete.
 
     Today: mock-survey (when the job has a mock_survey section) or ingest, then select,
-    then cutouts (when the job has a cutouts section), then simulate (a simulate section).
-    Outputs go under the job's workdir.
+    then cutouts (when the job has a cutouts section), then simulate and train (simulate
+    and train sections). Outputs go under the job's workdir.
     """
     from lensdask.config import load_job
     from lensdask.pipeline import run_job

@@ -81,7 +81,10 @@ def make_cluster(spec: ClusterSpec) -> Any:
         )
     if spec.kind == "cuda":
         dask_cuda = require("dask_cuda", "cuda")
-        return dask_cuda.LocalCUDACluster(ip="127.0.0.1", dashboard_address=spec.dashboard_address)
+        # One worker per GPU, each declaring the resource the training task asks for.
+        return dask_cuda.LocalCUDACluster(
+            ip="127.0.0.1", dashboard_address=spec.dashboard_address, resources={"GPU": 1}
+        )
     jobqueue = require("dask_jobqueue", "hpc")
     _load_jobqueue_config(spec.jobqueue_config or DEFAULT_JOBQUEUE_CONFIG)
     cls = jobqueue.SLURMCluster if spec.kind == "slurm" else jobqueue.PBSCluster

@@ -377,6 +377,37 @@ class SimulateConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Training the ResNet-18 classifier on a training set."""
+
+    width: float = 1.0
+    """Width multiplier of the ResNet-18 filters (1: the full 64..512 net; 0.25 for CPUs)."""
+    epochs: int = 30
+    """Most epochs; early stopping usually ends sooner."""
+    batch_size: int = 64
+    """Examples per training step."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    patience: int = 5
+    """Early stopping: epochs without a better validation loss before stopping."""
+    augment: bool = True
+    """Random rotations, flips, shifts, zooms and brightness rescales of training batches."""
+    mixed_precision: bool | None = None
+    """float16 compute: None (default) turns it on where a GPU is used."""
+    seed: int = 0
+    """Seed of weights, shuffling and augmentation."""
+
+    def __post_init__(self) -> None:
+        if not self.width > 0:
+            raise ConfigError(f"train.width: must be > 0, got {self.width}")
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """A whole job: where it works and the configuration of each stage it runs."""
 
@@ -396,6 +427,8 @@ class JobConfig:
     """Cut the targets out of the tile images into ``workdir/cutouts.zarr``."""
     simulate: SimulateConfig | None = None
     """Build the training set ``workdir/trainset.zarr`` from the cutouts."""
+    train: TrainConfig | None = None
+    """Train the classifier on the training set into ``workdir/model``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workdir", Path(self.workdir))

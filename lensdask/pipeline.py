@@ -7,6 +7,7 @@ Layout of the job's ``workdir``::
     workdir/targets.parquet/  the BG/LRG targets
     workdir/cutouts.zarr/     cutouts of the targets, when the job has a cutouts section
     workdir/trainset.zarr/    the training set, when the job has a simulate section
+    workdir/model/            the trained classifier, when the job has a train section
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class JobResult:
 
     outputs: dict[str, Path] = field(default_factory=dict)
     reports: list[UnitReport] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         """Human-readable lines: counts, then where each output is."""
@@ -138,4 +139,18 @@ def run_job(config: JobConfig, *, client: Any, progress: bool = True) -> JobResu
             result.outputs["training examples"] = trainset.plot
         for split, kinds in trainset.counts.items():
             result.counts[f"{split} examples"] = sum(kinds.values())
+    if config.train is not None:
+        from lensdask.nn.train import train_model
+
+        if config.simulate is None:
+            raise ValueError("train: the job needs a simulate section to make a training set")
+        trained = train_model(
+            workdir / "trainset.zarr",
+            workdir / "model",
+            config=config.train,
+            client=client,
+            progress=progress,
+        )
+        result.outputs["model"] = trained.out
+        result.counts["model test AUC"] = round(trained.card["test_metrics"]["auc"], 4)
     return result

@@ -1,0 +1,197 @@
+"""Streaming a training set from ``trainset.zarr`` into Keras, with augmentation.
+
+Images are already normalised to [0, 255] by the simulation (:mod:`lensdask.normalise`);
+nothing here changes their scale except the brightness augmentation. Batches are read
+chunk by chunk (the Zarr chunk is the simulation batch), with at most two chunks in memory,
+never the whole set. Each epoch visits the chunks in a new random order and the examples
+of a chunk in a new random order, both drawn from ``SeedSequence([seed, epoch])``, so a
+resumed run sees the same batches as an uninterrupted one.
+
+Augmentation (as the reference run): a random multiple of 90 degrees, a random flip, a random
+rotation by an arbitrary angle combined with a shift of a few pixels and a zoom (one affine
+resampling, bilinear), and a brightness rescale (clipped to [0, 255]).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class Augmentation:
+    """Ranges of the random augmentations (all on by default)."""
+
+    rotate: bool = True
+    """Random multiples of 90 degrees, flips, and arbitrary rotations."""
+    shift: float = 4.0
+    """Largest shift along each axis, pixels."""
+    zoom: tuple[float, float] = (1 / 1.1, 1.1)
+    """Range of the zoom factor (log-uniform)."""
+    brightness: tuple[float, float] = (0.9, 1.1)
+    """Range of the brightness factor (uniform); results are clipped to [0, 255]."""
+
+
+NO_AUGMENTATION = Augmentation(rotate=False, shift=0.0, zoom=(1.0, 1.0), brightness=(1.0, 1.0))
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, *, config: Augmentation) -> np.ndarray:
+    """Randomly rotated, flipped, shifted, zoomed and rescaled copies of ``images``.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W), in [0, 255]
+    rng : numpy.random.Generator
+    config : Augmentation
+
+    Returns
+    -------
+    ndarray, shape (N, H, W), float32, in [0, 255]
+    """
+    from scipy import ndimage
+
+    n, height, width = images.shape
+    out = np.array(images, dtype=np.float32)
+    if config.rotate:
+        turns = rng.integers(0, 4, n)
+        flips = rng.random(n) < 0.5
+        for k in range(4):
+            sel = turns == k
+            out[sel] = np.rot90(out[sel], k, axes=(1, 2))
+        out[flips] = out[flips, :, ::-1]
+    angles = rng.uniform(0, 2 * np.pi, n) if config.rotate else np.zeros(n)
+    shifts = rng.uniform(-config.shift, config.shift, (n, 2))
+    zooms = np.exp(rng.uniform(*np.log(config.zoom), n))
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    for k in range(n):
+        if angles[k] == 0 and zooms[k] == 1 and not shifts[k].any():
+            continue
+        cos, sin = np.cos(angles[k]) / zooms[k], np.sin(angles[k]) / zooms[k]
+        matrix = np.array([[cos, -sin], [sin, cos]])
+        offset = centre - matrix @ (centre + shifts[k])
+        out[k] = ndimage.affine_transform(out[k], matrix, offset, order=1, mode="nearest")
+    out *= rng.uniform(*config.brightness, n).astype(np.float32)[:, None, None]
+    return np.clip(out, 0, 255, out=out)
+
+
+class ChunkReader:
+    """Reads examples of one split by index, one Zarr chunk at a time (two kept)."""
+
+    def __init__(self, trainset: str | Path, split: str, *, cache: int = 2) -> None:
+        import zarr
+
+        group = zarr.open_group(str(Path(trainset) / split), mode="r")
+        self.images = group["images"]
+        self.labels = group["label"][:].astype(np.float32)
+        self.chunk = int(self.images.chunks[0])
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._size = cache
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def _chunk(self, k: int) -> np.ndarray:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+        else:
+            self._cache[k] = self.images[k * self.chunk : (k + 1) * self.chunk]
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return self._cache[k]
+
+    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(n, H, W)`` and labels ``(n,)`` of examples ``index`` (in that order)."""
+        images = np.empty((index.size, *self.images.shape[1:]), dtype=np.float32)
+        chunks = index // self.chunk
+        for k in np.unique(chunks):
+            sel = chunks == k
+            images[sel] = self._chunk(int(k))[index[sel] - k * self.chunk]
+        return images, self.labels[index]
+
+
+def epoch_order(n: int, chunk: int, *, seed: int, epoch: int) -> np.ndarray:
+    """Example order of an epoch: chunks in random order, examples shuffled in each chunk."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+    starts = rng.permutation(np.arange(0, n, chunk))
+    return np.concatenate(
+        [start + rng.permutation(min(chunk, n - start)) for start in starts] or [np.zeros(0, int)]
+    ).astype(np.int64)
+
+
+@functools.cache
+def _py_dataset_class() -> type:
+    import keras
+
+    class TrainsetSequence(keras.utils.PyDataset):
+        """A split of ``trainset.zarr`` as a Keras dataset of ``(images, labels)`` batches.
+
+        Parameters
+        ----------
+        trainset : path
+        split : str
+        batch_size : int
+        seed : int
+            Shuffling and augmentation seed.
+        shuffle : bool
+            Shuffle (training) or keep the stored order (evaluation).
+        augmentation : Augmentation or None
+            None: no augmentation.
+        initial_epoch : int
+            Epoch number of the first epoch (after a resume).
+        """
+
+        def __init__(
+            self,
+            trainset: str | Path,
+            split: str,
+            *,
+            batch_size: int,
+            seed: int = 0,
+            shuffle: bool = True,
+            augmentation: Augmentation | None = None,
+            initial_epoch: int = 0,
+        ) -> None:
+            super().__init__()
+            self.reader = ChunkReader(trainset, split)
+            self.batch_size = batch_size
+            self.seed = seed
+            self.shuffle = shuffle
+            self.augmentation = augmentation
+            self.epoch = initial_epoch
+            self._order = self._make_order()
+
+        def _make_order(self) -> np.ndarray:
+            n = len(self.reader)
+            if not self.shuffle:
+                return np.arange(n)
+            return epoch_order(n, self.reader.chunk, seed=self.seed, epoch=self.epoch)
+
+        def __len__(self) -> int:
+            # Training drops the last partial batch: every step has the same shape.
+            n = len(self.reader)
+            return n // self.batch_size if self.shuffle else -(-n // self.batch_size)
+
+        def __getitem__(self, index: int):
+            take = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+            images, labels = self.reader.read(take)
+            if self.augmentation is not None:
+                rng = np.random.default_rng(
+                    np.random.SeedSequence([self.seed, self.epoch, index, 1])
+                )
+                images = augment(images, rng, config=self.augmentation)
+            return images[..., None], labels[:, None]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self._order = self._make_order()
+
+    return TrainsetSequence
+
+
+def trainset_sequence(trainset: str | Path, split: str, **kwargs):
+    """A :class:`keras.utils.PyDataset` over one split (see ``TrainsetSequence``)."""
+    return _py_dataset_class()(trainset, split, **kwargs)

@@ -1,0 +1,239 @@
+"""Evaluating the classifier on the test split: ROC curve, AUC, rates at thresholds, plots.
+
+The ROC kernel is pure NumPy: one point per distinct score (ties broken together), from
+(0, 0) to (1, 1), as in the reference run's Figure 2 and scikit-learn's ``roc_curve`` with
+``drop_intermediate=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+THRESHOLDS = (0.25, 0.5, 0.75)
+"""p_CNN thresholds at which TPR and FPR are reported (Li et al. 2020, Figure 2)."""
+PREDICT_BATCH = 256
+"""Images per prediction call; the last batch is padded, so the model sees one shape."""
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct score threshold.
+
+    Parameters
+    ----------
+    labels : ndarray of {0, 1}, shape (N,)
+    scores : ndarray, shape (N,)
+        Higher means more lens-like; an example is positive at threshold ``t`` when
+        ``score >= t``.
+
+    Returns
+    -------
+    fpr, tpr : ndarray, shape (K + 1,)
+        Rates, starting at (0, 0) (threshold above every score).
+    thresholds : ndarray, shape (K + 1,)
+        Decreasing; the first is ``inf``.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is not made of 0 and 1 with both present, or shapes differ.
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.shape != scores.shape or labels.ndim != 1:
+        raise ValueError(
+            f"labels and scores: need equal 1-d shapes, got {labels.shape}, {scores.shape}"
+        )
+    if not np.all(np.isin(labels, (0, 1))):
+        raise ValueError("labels: must be 0 or 1")
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError("labels: the ROC curve needs both positives and negatives")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+    tp = np.cumsum(sorted_labels)[last]
+    fp = last + 1 - tp
+    tpr = np.r_[0.0, tp / positives]
+    fpr = np.r_[0.0, fp / negatives]
+    return fpr, tpr, np.r_[np.inf, sorted_scores[last]]
+
+
+def auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Area under a ROC curve (trapezoids)."""
+    return float(np.trapezoid(tpr, fpr))
+
+
+def rates_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """TPR and FPR of the classification ``score > threshold``."""
+    labels = np.asarray(labels).astype(bool)
+    selected = np.asarray(scores) > threshold
+    return {
+        "threshold": float(threshold),
+        "tpr": float(selected[labels].mean()),
+        "fpr": float(selected[~labels].mean()),
+    }
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """Highest TPR on the ROC curve with FPR at most ``target``."""
+    return float(tpr[fpr <= target].max())
+
+
+@dataclass(frozen=True)
+class ClassifierMetrics:
+    """Metrics of a classifier on a labelled set."""
+
+    auc: float
+    tpr_at_fpr_1pct: float
+    rates: tuple[dict[str, float], ...]
+    positives: int
+    negatives: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, for the model card."""
+        return {
+            "auc": self.auc,
+            "tpr_at_fpr_1pct": self.tpr_at_fpr_1pct,
+            "rates": list(self.rates),
+            "positives": self.positives,
+            "negatives": self.negatives,
+        }
+
+
+def classifier_metrics(labels: np.ndarray, scores: np.ndarray) -> ClassifierMetrics:
+    """AUC, TPR at 1% FPR and TPR/FPR at :data:`THRESHOLDS`."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return ClassifierMetrics(
+        auc=auc(fpr, tpr),
+        tpr_at_fpr_1pct=tpr_at_fpr(fpr, tpr, 0.01),
+        rates=tuple(rates_at(labels, scores, t) for t in THRESHOLDS),
+        positives=int(np.sum(labels)),
+        negatives=int(np.size(labels) - np.sum(labels)),
+    )
+
+
+def predict_images(model: Any, images: np.ndarray, *, batch_size: int = PREDICT_BATCH):
+    """p_CNN of ``images`` (N, H, W) in [0, 255], in fixed-size batches (last one padded)."""
+    scores = np.empty(images.shape[0], dtype=np.float32)
+    for start in range(0, images.shape[0], batch_size):
+        part = images[start : start + batch_size]
+        n = part.shape[0]
+        if n < batch_size:
+            part = np.concatenate([part, np.zeros((batch_size - n, *part.shape[1:]), part.dtype)])
+        out = model.predict_on_batch(part[..., None].astype(np.float32))
+        scores[start : start + n] = np.asarray(out, dtype=np.float32)[:n, 0]
+    return scores
+
+
+def predict_split(
+    model: Any, trainset: str | Path, split: str, *, batch_size: int = PREDICT_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and p_CNN of every example of a split, read chunk by chunk."""
+    from lensdask.nn.data import ChunkReader
+
+    reader = ChunkReader(trainset, split)
+    labels, scores = [], []
+    for start in range(0, len(reader), reader.chunk):
+        index = np.arange(start, min(start + reader.chunk, len(reader)))
+        images, part = reader.read(index)
+        labels.append(part.astype(np.int8))
+        scores.append(predict_images(model, images, batch_size=batch_size))
+    if not labels:
+        raise ValueError(f"{trainset}: the {split} split is empty")
+    return np.concatenate(labels), np.concatenate(scores)
+
+
+def plot_roc(labels: np.ndarray, scores: np.ndarray, path: str | Path, *, title: str = ""):
+    """PNG of the ROC curve with the :data:`THRESHOLDS` marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot(fpr, tpr, color="k", lw=1.5, label=f"AUC = {auc(fpr, tpr):.4f}")
+    for rate, marker in zip((rates_at(labels, scores, t) for t in THRESHOLDS), "os^", strict=True):
+        ax.plot(rate["fpr"], rate["tpr"], marker, label=f"p_CNN > {rate['threshold']:.2f}")
+    ax.plot([0, 1], [0, 1], ":", color="0.6")
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", title=title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_histograms(labels: np.ndarray, scores: np.ndarray, path: str | Path, *, title: str = ""):
+    """PNG of the p_CNN histograms of positives and negatives (log counts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = np.asarray(labels).astype(bool)
+    bins = np.linspace(0, 1, 41)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.hist(scores[labels], bins=bins, histtype="step", lw=1.5, label="mock lenses")
+    ax.hist(scores[~labels], bins=bins, histtype="step", lw=1.5, label="real negatives")
+    ax.set(xlabel="p_CNN", ylabel="number", yscale="log", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+ROC_PLOT = "roc.png"
+HISTOGRAM_PLOT = "p_cnn_test.png"
+
+
+def evaluate_scores(
+    labels: np.ndarray, scores: np.ndarray, out: str | Path, *, title: str = ""
+) -> ClassifierMetrics:
+    """Metrics of test-split scores, with the ROC and histogram PNGs written into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = classifier_metrics(labels, scores)
+    plot_roc(labels, scores, out / ROC_PLOT, title=title)
+    plot_histograms(labels, scores, out / HISTOGRAM_PLOT, title=title)
+    return metrics
+
+
+def evaluate_model(
+    model_dir: str | Path, trainset: str | Path, *, out: str | Path | None = None
+) -> ClassifierMetrics:
+    """Recompute the test metrics and plots of a model directory on a training set.
+
+    Parameters
+    ----------
+    model_dir : path
+        A model directory (``lensdask train``).
+    trainset : path
+        A training set with a test split.
+    out : path, optional
+        Where the PNGs and ``metrics.json`` go (default: ``model_dir``).
+
+    Returns
+    -------
+    ClassifierMetrics
+    """
+    import zarr
+
+    from lensdask.nn.card import load_model, write_json
+
+    size = int(zarr.open_group(str(trainset), mode="r").attrs["size"])
+    model, card = load_model(model_dir, input_shape=(size, size, 1))
+    labels, scores = predict_split(model, trainset, "test")
+    out = Path(out or model_dir)
+    metrics = evaluate_scores(labels, scores, out, title=f"model {card['model_id']}")
+    write_json(
+        out / "metrics.json",
+        {"model_id": card["model_id"], "trainset": str(trainset), **metrics.as_dict()},
+    )
+    return metrics

@@ -1,0 +1,335 @@
+"""The training job: ResNet-18 on ``trainset.zarr``, as one task on one Dask worker.
+
+Layout of the model directory ``OUT``::
+
+    OUT/model.keras, OUT/card.json      the final model (best validation loss) and its card
+    OUT/roc.png, OUT/p_cnn_test.png     test-split ROC curve and p_CNN histograms
+    OUT/history.csv                     loss, accuracy, AUC (train and validation) per epoch
+    OUT/checkpoints/last.keras          model + optimizer state after the last epoch
+    OUT/checkpoints/best.keras          the best model so far (validation loss)
+    OUT/checkpoints/state.json          epoch, best loss, patience count, history: written
+                                        last, so it always describes the checkpoint files
+
+The task asks for the Dask resource ``GPU`` when a worker has it (dask-cuda workers started
+by ``lensdask --cluster cuda``). After an interruption, a rerun with the same configuration
+resumes from ``last.keras`` at the next epoch; the shuffling and augmentation of an epoch
+depend only on the seed and the epoch number, so a resumed run trains on the same batches.
+A different configuration or training set starts afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lensdask.config import TrainConfig
+from lensdask.normalise import NORMALISATION
+from lensdask.units import config_hash
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.csv"
+
+
+def training_hash(config: TrainConfig, trainset_attrs: dict[str, Any]) -> str:
+    """What a checkpoint must agree with to be resumed: the configuration less the number of
+    epochs and the patience (which only say when to stop), and the training set's plan."""
+    settings = dataclasses.asdict(config)
+    settings.pop("epochs")
+    settings.pop("patience")
+    return config_hash(
+        {"train": settings, "plan": trainset_attrs["plan_hash"], "set": trainset_attrs["config"]}
+    )
+
+
+def read_state(out: Path) -> dict[str, Any] | None:
+    """The checkpoint state of a model directory, or None."""
+    path = out / CHECKPOINTS / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def has_gpu() -> bool:
+    """Whether the Keras backend sees a GPU (TensorFlow: memory growth is switched on)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            # RuntimeError: the GPU is already initialised; keep what is set.
+            with contextlib.suppress(RuntimeError):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        return bool(gpus)
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str, Any] | None):
+    """A Keras callback that commits each epoch: model files first, state last; it also
+    stops training early and logs one line per epoch."""
+    import keras
+
+    from lensdask.nn.card import save_model, write_json
+
+    class Checkpointer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.state = state or {
+                "config_hash": chash,
+                "epoch": -1,
+                "best_val_loss": None,
+                "best_epoch": None,
+                "wait": 0,
+                "stopped": False,
+                "history": [],
+            }
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = {key: float(value) for key, value in (logs or {}).items()}
+            folder = out / CHECKPOINTS
+            save_model(self.model, folder / "last.keras")
+            s = self.state
+            loss = logs.get("val_loss", logs.get("loss"))
+            if s["best_val_loss"] is None or loss < s["best_val_loss"]:
+                save_model(self.model, folder / "best.keras")
+                s.update(best_val_loss=loss, best_epoch=epoch, wait=0)
+            else:
+                s["wait"] += 1
+            s["epoch"] = epoch
+            s["history"].append({"epoch": epoch, **logs})
+            s["stopped"] = s["wait"] >= config.patience
+            write_json(folder / STATE_FILE, s)
+            _write_history(out / HISTORY_FILE, s["history"])
+            logger.info(
+                "train: epoch %d/%d %s",
+                epoch + 1,
+                config.epochs,
+                " ".join(f"{key}={value:.4f}" for key, value in logs.items()),
+            )
+            if s["stopped"]:
+                logger.info("train: early stop, best epoch %d", s["best_epoch"] + 1)
+                self.model.stop_training = True
+
+    return Checkpointer()
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    names = list(dict.fromkeys(key for row in history for key in row))
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> dict[str, Any]:
+    """Train (or resume training) and write the model directory. Runs where it is called:
+    in-process or inside a Dask task.
+
+    Parameters
+    ----------
+    trainset : path
+        ``trainset.zarr`` with train, val and test splits.
+    out : path
+        The model directory (see the module docstring).
+    config : TrainConfig
+        Network width, optimisation, early stopping, augmentation, seed.
+
+    Returns
+    -------
+    dict
+        The model card (``model_id``, test metrics, ...).
+    """
+    import keras
+    import zarr
+
+    from lensdask.nn.card import library_versions, write_model_dir
+    from lensdask.nn.data import Augmentation, trainset_sequence
+    from lensdask.nn.evaluate import evaluate_scores, predict_split
+    from lensdask.nn.model import architecture, build_resnet18
+
+    trainset, out = Path(trainset), Path(out)
+    attrs = dict(zarr.open_group(str(trainset), mode="r").attrs)
+    if attrs.get("normalisation") != NORMALISATION:
+        raise ValueError(
+            f"{trainset}: images normalised as {attrs.get('normalisation')!r}, this lensdask "
+            f"expects {NORMALISATION!r}: rebuild the training set"
+        )
+    chash = training_hash(config, attrs)
+    state = read_state(out)
+    if state is not None and state.get("config_hash") != chash:
+        logger.warning("train: %s holds a run of another configuration: starting afresh", out)
+        shutil.rmtree(out / CHECKPOINTS)
+        state = None
+    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+
+    gpu = has_gpu()
+    mixed = gpu if config.mixed_precision is None else config.mixed_precision
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.utils.set_random_seed(config.seed)
+    size = int(attrs["size"])
+    try:
+        if state is None:
+            model = build_resnet18(input_shape=(size, size, 1), width=config.width)
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss="binary_crossentropy",
+                metrics=["accuracy", keras.metrics.AUC(name="auc")],
+            )
+        else:
+            model = keras.saving.load_model(out / CHECKPOINTS / "last.keras", safe_mode=True)
+            logger.info("train: resuming after epoch %d", state["epoch"] + 1)
+        initial_epoch = 0 if state is None else state["epoch"] + 1
+        callback = _checkpointer(out, chash=chash, config=config, state=state)
+        if initial_epoch < config.epochs and not (state and state["stopped"]):
+            model.fit(
+                trainset_sequence(
+                    trainset,
+                    "train",
+                    batch_size=config.batch_size,
+                    seed=config.seed,
+                    augmentation=Augmentation() if config.augment else None,
+                    initial_epoch=initial_epoch,
+                ),
+                validation_data=trainset_sequence(
+                    trainset, "val", batch_size=config.batch_size, shuffle=False
+                ),
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=[callback],
+                verbose=0,
+            )
+        best = keras.saving.load_model(out / CHECKPOINTS / "best.keras", safe_mode=True)
+        labels, scores = predict_split(best, trainset, "test")
+        metrics = evaluate_scores(labels, scores, out, title=f"test split of {trainset.name}")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    final = callback.state
+    card = {
+        "architecture": architecture(best),
+        "input_shape": [size, size, 1],
+        "normalisation": NORMALISATION,
+        "band": attrs.get("band"),
+        "pixel_scale": attrs.get("pixel_scale"),
+        "training": {
+            **dataclasses.asdict(config),
+            "mixed_precision": bool(mixed),
+            "gpu": gpu,
+            "epochs_run": final["epoch"] + 1,
+            "best_epoch": final["best_epoch"] + 1,
+            "best_val_loss": final["best_val_loss"],
+            "early_stopped": final["stopped"],
+        },
+        "seed": config.seed,
+        "data": {
+            "trainset": str(trainset.resolve()),
+            "plan_hash": attrs.get("plan_hash"),
+            "config_hash": attrs.get("config"),
+            "counts": attrs.get("counts"),
+            "cutouts": attrs.get("cutouts"),
+        },
+        "test_metrics": metrics.as_dict(),
+        "libraries": library_versions(),
+    }
+    card["model_id"] = write_model_dir(best, out, card=card)
+    return card
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """Outcome of :func:`train_model`."""
+
+    out: Path
+    card: dict[str, Any]
+
+
+def _gpu_resources(client: Any) -> dict[str, int] | None:
+    workers = client.scheduler_info().get("workers", {}).values()
+    if any(worker.get("resources", {}).get("GPU") for worker in workers):
+        return {"GPU": 1}
+    return None
+
+
+def train_model(
+    trainset: str | Path,
+    out: str | Path,
+    *,
+    config: TrainConfig,
+    client: Any | None = None,
+    progress: bool = True,
+) -> TrainReport:
+    """Train the classifier on one worker of the cluster of ``client`` (or in-process).
+
+    Parameters
+    ----------
+    trainset : path
+        The training set (``lensdask simulate``).
+    out : path
+        The model directory.
+    config : TrainConfig
+    client : distributed.Client, optional
+        The injected client: the training runs as one task, on a GPU worker when the
+        cluster has one. None: in this process.
+    progress : bool
+        A progress bar over epochs (followed from the checkpoint state).
+
+    Returns
+    -------
+    TrainReport
+    """
+    trainset, out = Path(trainset), Path(out)
+    for split in ("train", "val", "test"):
+        if not (trainset / split / "images" / "zarr.json").is_file():
+            raise FileNotFoundError(f"{trainset}: not a training set (no {split} split)")
+    if client is None:
+        return TrainReport(out=out, card=fit_model(trainset, out, config=config))
+    future = client.submit(
+        fit_model,
+        str(trainset),
+        str(out),
+        config=config,
+        key=f"train-{uuid.uuid4().hex[:8]}",
+        resources=_gpu_resources(client),
+        pure=False,
+        retries=1,
+    )
+    _follow(future, out, config.epochs, progress=progress)
+    return TrainReport(out=out, card=future.result())
+
+
+def _follow(future: Any, out: Path, epochs: int, *, progress: bool) -> None:
+    """Show the epochs completed (read from the checkpoint state) until ``future`` is done."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=epochs, desc="train", unit="epoch", disable=not progress) as bar:
+        while not future.done():
+            time.sleep(1.0)
+            state = read_state(out)
+            if state and state["epoch"] + 1 > bar.n:
+                bar.update(state["epoch"] + 1 - bar.n)
+                last = state["history"][-1]
+                bar.set_postfix({k: f"{v:.3f}" for k, v in last.items() if k != "epoch"})
