@@ -37,6 +37,9 @@ def normalise_stamps(images: np.ndarray) -> np.ndarray:
     high = np.max(np.where(finite, images, -np.inf), axis=(1, 2), keepdims=True)
     span = high - low
     ok = np.isfinite(span) & (span > 0)
-    scale = np.where(ok, np.float32(255.0) / np.where(ok, span, 1), 0).astype(np.float32)
-    np.multiply(np.where(finite, images - np.where(ok, low, 0), 0), scale, out=result)
+    # Divide first: 255 / span overflows float32 for spans below ~1e-36.
+    np.divide(
+        np.where(finite & ok, images - np.where(ok, low, 0), 0), np.where(ok, span, 1), out=result
+    )
+    np.multiply(result, np.float32(255), out=result)
     return np.clip(result, 0, 255, out=result)

@@ -165,8 +165,11 @@ def _shares(config: SimulateConfig, available: dict[str, int]) -> dict[str, int]
     if config.negatives and not mix:
         raise NoCutoutsError(f"none of the negative kinds {list(config.negative_mix)} has cutouts")
     total = sum(mix.values())
-    counts = {kind: int(config.negatives * share / total) for kind, share in mix.items()}
-    for kind in list(mix)[: config.negatives - sum(counts.values())]:
+    quota = {kind: config.negatives * share / total for kind, share in mix.items()}
+    counts = {kind: int(q + 1e-9) for kind, q in quota.items()}  # 5.999... is 6
+    left = max(0, config.negatives - sum(counts.values()))
+    # Largest remainders first, so every kind gets its share to within one.
+    for kind in sorted(mix, key=lambda kind: counts[kind] - quota[kind])[:left]:
         counts[kind] += 1
     return counts
 
@@ -385,14 +388,22 @@ def write_batch(
     )
     group = zarr.open_group(str(out / batch.split), mode="r+")
     where = slice(batch.start, batch.start + len(rows))
-    group["images"][where] = images
-    group["label"][where] = rows["label"].to_numpy()
-    group["kind"][where] = rows["kind"].to_numpy(dtype=str)
-    group["source_id"][where] = rows["ID"].to_numpy(dtype=str)
-    group["source_tile"][where] = rows["tile"].to_numpy(dtype=str)
-    for name, values in params.items():
-        group[f"params/{name}"][where] = values
+    # Every chunk becomes a file, even one of fill values only, so the marker can list it.
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        group["images"][where] = images
+        group["label"][where] = rows["label"].to_numpy()
+        group["kind"][where] = rows["kind"].to_numpy(dtype=str)
+        group["source_id"][where] = rows["ID"].to_numpy(dtype=str)
+        group["source_tile"][where] = rows["tile"].to_numpy(dtype=str)
+        for name, values in params.items():
+            group[f"params/{name}"][where] = values
     positives = int(rows["label"].sum())
+    arrays = [group[name] for name in ("images", "label", "kind", "source_id", "source_tile")]
+    arrays += [group[f"params/{name}"] for name in params]
+    files = {}
+    for array in arrays:  # the one chunk of each array this batch wrote
+        rel = f"{batch.split}/{array.path}/c/{batch.index}" + "/0" * (array.ndim - 1)
+        files[rel] = (out / rel).stat().st_size
     write_marker(
         out,
         Marker(
@@ -400,7 +411,7 @@ def write_batch(
             rows=len(rows),
             ids_hash=ids_hash(rows["ID"].astype(str)),
             config_hash=chash,
-            files={},
+            files=files,
             extra={"positives": positives, "negatives": len(rows) - positives},
         ),
     )
@@ -541,7 +552,9 @@ def simulate_lenses(
     attrs = _jsonable(attrs)
     prepare_store(out, plan, attrs=attrs, config=config, size=size)
     batches = plan_batches(plan, batch_size=config.batch_size)
-    chash = config_hash({"config": attrs["config"], "plan": attrs["plan_hash"]})
+    chash = config_hash(
+        {"config": attrs["config"], "plan": attrs["plan_hash"], "cutouts": _store_state(cutouts)}
+    )
     report = run_stage(
         client,
         write_batch,
@@ -569,6 +582,17 @@ def simulate_lenses(
         plot=plot_path,
         units=report,
     )
+
+
+def _store_state(cutouts: Path) -> dict[str, list[Any]]:
+    """What the cutout store's tiles are: their markers' hashes and files (a changed tile
+    changes the training set's configuration hash, so its batches are remade)."""
+    from lensdask.units import complete_units
+
+    return {
+        tile: [marker.config_hash, marker.ids_hash, sorted(marker.files.items())]
+        for tile, marker in sorted(complete_units(cutouts).items())
+    }
 
 
 def _jsonable(value: Any) -> Any:
