@@ -143,6 +143,52 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option(
     "--bands", default="r,g,i", show_default=True, help="Image bands (KiDS seeing and depth)."
 )
+@click.option(
+    "--lrg-density",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Extra LRGs per deg^2 (r 17-20, z 0.15-0.5, passing the LRG cuts) on top of the "
+    "natural ~135/deg^2: enough LRG cutouts for a training set from a small area.",
+)
+@click.option(
+    "--lens-fraction",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of LRGs with a lensed source painted into the images (needs --images); "
+    "the truth goes to OUT/lenses/<tile>.parquet and the catalog's TRUE_LENS.",
+)
+@click.option(
+    "--lens-bg-fraction",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of the other BGs (not LRGs) with a lensed source (needs --images).",
+)
+@click.option(
+    "--spiral-fraction",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Fraction of galaxies brighter than r = 21 that are spirals (two blue arms).",
+)
+@click.option(
+    "--ring-fraction",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="Fraction of galaxies brighter than r = 21 that are ring galaxies (blue ring of "
+    "1-4 arcsec around a red core).",
+)
+@click.option(
+    "--merger-fraction",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="Fraction of galaxies brighter than r = 21 that are mergers (a companion 1-3 "
+    "arcsec away and a tidal tail).",
+)
 @cluster_options
 @handle_errors
 def mock_survey_cmd(
@@ -154,6 +200,12 @@ def mock_survey_cmd(
     images: bool,
     image_pixels: int | None,
     bands: str,
+    lrg_density: float,
+    lens_fraction: float,
+    lens_bg_fraction: float,
+    spiral_fraction: float,
+    ring_fraction: float,
+    merger_fraction: float,
     no_progress: bool,
     **opts: Any,
 ) -> None:
@@ -161,6 +213,9 @@ def mock_survey_cmd(
 
     Writes OUT/catalog/<tile>.parquet (KiDS DR4 columns plus truth columns) and, with
     --images, OUT/images/<tile>_<band>.fits (TAN WCS, 0.2"/px, Moffat PSF, KiDS depth).
+    Spirals, rings and mergers (TRUE_TYPE) are among the bright galaxies; with
+    --lens-fraction, lensed arcs are painted around LRGs and their parameters written to
+    OUT/lenses/<tile>.parquet (lens priors: the mock_survey.lenses section of a job file).
     Deterministic for a given seed, whatever the number of workers; a rerun skips
     complete tiles. A full 1 deg^2 tile has ~120k sources and 18000x18000 px images.
     """
@@ -175,6 +230,12 @@ def mock_survey_cmd(
         images=images,
         image_pixels=image_pixels,
         bands=tuple(BandSpec.kids(name.strip()) for name in bands.split(",")),
+        lrg_density=lrg_density,
+        lens_fraction=lens_fraction,
+        lens_bg_fraction=lens_bg_fraction,
+        spiral_fraction=spiral_fraction,
+        ring_fraction=ring_fraction,
+        merger_fraction=merger_fraction,
     )
     with cluster_client(opts) as client:
         report = make_mock_survey(out, config=config, client=client, progress=not no_progress)

@@ -99,6 +99,32 @@ class MockSurveyConfig:
     """Side of each tile image, pixels. Default: the tile itself (``tile_size`` /
     ``pixel_scale``, 18000 px for 1 deg). Larger values add a margin of empty sky around
     the tile, like KiDS coadds, which are ~21000 px for 1 deg tiles."""
+    spiral_fraction: float = 0.05
+    """Fraction of the galaxies brighter than r = 21 (the BGs) that are spirals: discs with
+    two blue logarithmic spiral arms (``TRUE_TYPE`` ``spiral``), false positives of lens
+    finders."""
+    ring_fraction: float = 0.03
+    """Fraction of the galaxies brighter than r = 21 that are ring galaxies: a blue ring of
+    radius 1-4 arcsec around a red core, which mimics an Einstein ring."""
+    merger_fraction: float = 0.03
+    """Fraction of the galaxies brighter than r = 21 that are mergers: a companion 1-3
+    arcsec away plus a faint tidal tail."""
+    lrg_density: float = 0.0
+    """Extra luminous red galaxies per deg^2 that pass the LRG cuts (r 17-20, z 0.15-0.5,
+    on the red sequence), on top of the natural ~135 per deg^2: makes enough LRG cutouts
+    for a training set from a small imaged area."""
+    lens_fraction: float = 0.0
+    """Fraction of the LRGs (by the cuts of Li et al. 2020) that get a lensed source painted
+    into the images, with its parameters in ``lenses/<tile>.parquet`` (needs ``images``)."""
+    lens_bg_fraction: float = 0.0
+    """Fraction of the BGs that are not LRGs that get a lensed source (needs ``images``)."""
+    lens_source_g_r: tuple[float, float] = (0.0, 0.6)
+    """g - r colour of the lensed sources, uniform in [low, high], mag (blue, star-forming)."""
+    lens_source_r_i: tuple[float, float] = (-0.1, 0.4)
+    """r - i colour of the lensed sources, uniform in [low, high], mag."""
+    lenses: MockLensConfig = field(default_factory=lambda: MockLensConfig())
+    """Priors of the lenses painted into the images (as for the training set's mocks);
+    their arcs are as bright as ``arc_peak_ratio`` times the lens galaxy's r-band peak."""
 
     def __post_init__(self) -> None:
         if self.tiles < 1:
@@ -111,6 +137,24 @@ class MockSurveyConfig:
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ConfigError(f"mock_survey.{name}: must be in [0, 1), got {value}")
+        structured = ("spiral_fraction", "ring_fraction", "merger_fraction")
+        for name in (*structured, "lens_fraction", "lens_bg_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"mock_survey.{name}: must be in [0, 1], got {value}")
+        if sum(getattr(self, name) for name in structured) > 1:
+            raise ConfigError(
+                "mock_survey.spiral_fraction + ring_fraction + merger_fraction: must not exceed 1"
+            )
+        if not self.lrg_density >= 0:
+            raise ConfigError(f"mock_survey.lrg_density: must be >= 0, got {self.lrg_density}")
+        if (self.lens_fraction or self.lens_bg_fraction) and not self.images:
+            name = "lens_fraction" if self.lens_fraction else "lens_bg_fraction"
+            raise ConfigError(
+                f"mock_survey.{name}: lenses are painted into the tile images; set images: true"
+            )
+        _check_range("mock_survey.lens_source_g_r", self.lens_source_g_r, lo=-1.0, hi=3.0)
+        _check_range("mock_survey.lens_source_r_i", self.lens_source_r_i, lo=-1.0, hi=3.0)
         if not self.pixel_scale > 0:
             raise ConfigError(f"mock_survey.pixel_scale: must be > 0, got {self.pixel_scale}")
         if self.image_pixels is not None and self.image_pixels < 1:

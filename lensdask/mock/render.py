@@ -12,6 +12,11 @@ in the same product of spectra. Stamp sizes are quantised to a few bins; sources
 bin are rendered as vectorised stacks in chunks of bounded memory and added into the
 image with :func:`numpy.add.at`. Stamps are normalised to the source's flux before
 clipping at the image border.
+
+The same stamp machinery serves two more kernels: :func:`add_profiles` adds pre-rendered
+profiles of any shape (the structures of :mod:`lensdask.mock.structure`, lensed arcs) into
+an image, and :func:`source_peaks` measures the peak of each source as
+:func:`render_sources` draws it, alone.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import operator
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 from scipy import fft, special
@@ -89,9 +96,9 @@ def moffat_psf(
     else:
         size = _require_int("size", size, minimum=1, odd=True)
     alpha = fwhm_pix / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    grid = _subpixel_grid(size, supersample) / alpha
+    grid = subpixel_grid(size, supersample) / alpha
     profile = (1.0 + grid[:, None] ** 2 + grid[None, :] ** 2) ** -beta
-    image = _bin_mean(profile, supersample)
+    image = bin_mean(profile, supersample)
     return image / image.sum()
 
 
@@ -198,91 +205,156 @@ def render_sources(
     largest stamp always makes a chunk.
     """
     ny, nx = _check_shape(shape)
+    sources = _check_sources(
+        x, y, flux, n_sersic=n_sersic, r_eff=r_eff, q=q, theta=theta, point=point
+    )
+    psf = _check_psf(psf)
+    supersample = _require_int("supersample", supersample, minimum=1)
+    max_stamp = _require_int(
+        "max_stamp", max_stamp, minimum=psf.shape[0] + 2 * MIN_MARGIN, odd=True
+    )
+    image = np.zeros((ny, nx), dtype=np.float32)
+    n_chunks = n_rendered = 0
+    for idx, stamps, x0, y0 in _source_stamps(
+        sources, psf=psf, supersample=supersample, max_stamp=max_stamp, shape=(ny, nx)
+    ):
+        _scatter_add(image, stamps, x0, y0)
+        n_chunks += 1
+        n_rendered += idx.size
+    logger.debug(
+        "rendered %d of %d sources on a %dx%d image in %d chunks",
+        n_rendered,
+        sources.x.size,
+        ny,
+        nx,
+        n_chunks,
+    )
+    return image
+
+
+def source_peaks(
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    *,
+    n_sersic: np.ndarray,
+    r_eff: np.ndarray,
+    q: np.ndarray,
+    theta: np.ndarray,
+    point: np.ndarray,
+    psf: np.ndarray,
+    radius: int = 3,
+    supersample: int = 3,
+    max_stamp: int = 255,
+) -> np.ndarray:
+    """Peak of each source as :func:`render_sources` draws it, alone on a noise-free image.
+
+    Each source is rendered on its own stamp exactly as :func:`render_sources` renders it
+    (same sub-pixel shift, PSF and flux) and its peak is the largest pixel within
+    ``radius`` pixels (along each axis) of the pixel nearest to its centre.
+
+    Parameters
+    ----------
+    x, y, flux, n_sersic, r_eff, q, theta, point, psf, supersample, max_stamp
+        As for :func:`render_sources` (pixels, counts, radians).
+    radius : int, pixels
+        Half-side of the square around the centre pixel searched for the peak (>= 0).
+
+    Returns
+    -------
+    ndarray, shape (n,), float64, counts
+        The peak pixel value of each source.
+
+    Raises
+    ------
+    ValueError
+        If an argument has the wrong shape or a value out of range (naming it).
+    """
+    sources = _check_sources(
+        x, y, flux, n_sersic=n_sersic, r_eff=r_eff, q=q, theta=theta, point=point
+    )
+    psf = _check_psf(psf)
+    radius = _require_int("radius", radius, minimum=0)
+    supersample = _require_int("supersample", supersample, minimum=1)
+    max_stamp = _require_int(
+        "max_stamp", max_stamp, minimum=psf.shape[0] + 2 * MIN_MARGIN, odd=True
+    )
+    peaks = np.zeros(sources.x.size)
+    for idx, stamps, _, _ in _source_stamps(
+        sources, psf=psf, supersample=supersample, max_stamp=max_stamp, shape=None
+    ):
+        c = stamps.shape[1] // 2
+        lo, hi = max(c - radius, 0), c + radius + 1
+        peaks[idx] = stamps[:, lo:hi, lo:hi].max(axis=(1, 2))
+    return peaks
+
+
+def add_profiles(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    profiles: np.ndarray,
+    *,
+    psf: np.ndarray,
+) -> None:
+    """Add PSF-convolved copies of pre-rendered profiles into ``image``, in place.
+
+    Profile ``k`` is an unconvolved, pixel-integrated image whose central pixel is put on
+    the pixel nearest to ``(x[k], y[k])``. It is shifted by the remaining sub-pixel offset
+    (Fourier phase ramp), convolved with ``psf`` on a stamp large enough not to wrap
+    (profile side plus the PSF's), scaled to sum to ``flux[k]`` and added, clipped at the
+    image border; the same machinery as :func:`render_sources`. A profile that sums to 0
+    adds nothing.
+
+    Parameters
+    ----------
+    image : ndarray, shape (ny, nx), float32, counts
+        The image to add into.
+    x, y : ndarray, shape (k,), pixels
+        Centres (0-based column and row; pixel centres at integers). Integer positions
+        add the profiles without a shift.
+    flux : ndarray, shape (k,), counts
+        Flux of each profile before clipping at the image border (>= 0).
+    profiles : ndarray, shape (k, m, m), any unit
+        The profiles, odd ``m``, centred on their central pixel.
+    psf : ndarray, shape (p, p), dimensionless
+        PSF image, square with odd ``p`` (normalised here).
+
+    Raises
+    ------
+    ValueError
+        If an argument has the wrong shape or a value out of range (naming it).
+    """
+    if image.ndim != 2 or image.dtype != np.float32:
+        raise ValueError(f"image must be a 2-D float32 array, got {image.dtype} {image.shape}")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"x must be a 1-D array, got shape {x.shape}")
     n = x.size
     y = _source_array("y", y, n)
     flux = _source_array("flux", flux, n)
-    n_sersic = _source_array("n_sersic", n_sersic, n)
-    r_eff = _source_array("r_eff", r_eff, n)
-    q = _source_array("q", q, n)
-    theta = _source_array("theta", theta, n)
-    point = np.asarray(point)
-    if point.dtype != np.bool_:
-        raise ValueError(f"point must be a boolean array, got dtype {point.dtype}")
-    star = _source_array("point", point, n, dtype=np.bool_)
     _check_values("x", x, np.isfinite(x), "finite")
     _check_values("y", y, np.isfinite(y), "finite")
     _check_values("flux", flux, np.isfinite(flux) & (flux >= 0), "finite and >= 0")
-    _check_values("n_sersic", n_sersic, star | ((n_sersic > 0) & np.isfinite(n_sersic)), "> 0")
-    _check_values("r_eff", r_eff, star | ((r_eff > 0) & np.isfinite(r_eff)), "> 0")
-    _check_values("q", q, star | ((q > 0) & (q <= 1)), "in (0, 1]")
-    _check_values("theta", theta, star | np.isfinite(theta), "finite")
+    profiles = np.asarray(profiles)
+    if profiles.ndim != 3 or profiles.shape[0] != n or profiles.shape[1] != profiles.shape[2]:
+        raise ValueError(f"profiles must have shape ({n}, m, m), got {profiles.shape}")
+    if profiles.shape[1] % 2 == 0:
+        raise ValueError(f"profiles must have an odd side, got {profiles.shape[1]}")
     psf = _check_psf(psf)
-    supersample = _require_int("supersample", supersample, minimum=1)
-    max_stamp = _require_int(
-        "max_stamp", max_stamp, minimum=psf.shape[0] + 2 * MIN_MARGIN, odd=True
-    )
-
-    psf_radius = psf.shape[0] // 2
-    sizes = _stamp_sizes(np.where(star, 0.0, r_eff), psf_radius, max_stamp)
-    half = sizes // 2
-    ix = np.floor(x + 0.5)
-    iy = np.floor(y + 0.5)
-    visible = (
-        (flux > 0)
-        & (ix + half >= 0)
-        & (ix - half <= nx - 1)
-        & (iy + half >= 0)
-        & (iy - half <= ny - 1)
-    )
-    x0 = np.where(visible, ix, 0).astype(np.int64) - half
-    y0 = np.where(visible, iy, 0).astype(np.int64) - half
-    # Stamps that cross the border (and need clipping) last, then by row, so that most
-    # chunks need no clipping and each adds into a narrow band of the image.
-    crossing = (x0 < 0) | (x0 + sizes > nx) | (y0 < 0) | (y0 + sizes > ny)
-    order = np.lexsort((iy, crossing))
-    order = order[visible[order]]
-    # Sub-pixel offsets from the stamp centres, applied as Fourier phase ramps.
-    dx = x - ix
-    dy = y - iy
-    image = np.zeros((ny, nx), dtype=np.float32)
-    psf32 = psf.astype(np.float32)
-    n_chunks = 0
-    for size in np.unique(sizes[order]).tolist():
-        # The PSF starts its zero-padded copy and each source is centred at `offset`, so the
-        # product of the spectra is the linear convolution, centred at size // 2.
-        kernel = fft.rfft2(psf32, s=(size, size))
-        offset = size // 2 - psf_radius
-        for is_star in (True, False):
-            members = order[(sizes[order] == size) & (star[order] == is_star)]
-            step = max(1, CHUNK_ELEMENTS // (size * size * (1 if is_star else supersample**2)))
-            for start in range(0, members.size, step):
-                idx = members[start : start + step]
-                if is_star:
-                    spectra = _shift_spectra(size, offset + dy[idx], offset + dx[idx])
-                else:
-                    profiles = _sersic_stamps(
-                        2 * offset + 1,
-                        supersample,
-                        n_sersic=n_sersic[idx],
-                        r_eff=r_eff[idx],
-                        q=q[idx],
-                        theta=theta[idx],
-                    )
-                    spectra = fft.rfft2(profiles, s=(size, size))
-                    spectra *= _shift_spectra(size, dy[idx], dx[idx])
-                spectra *= kernel
-                stamps = fft.irfft2(spectra, s=(size, size))
-                # The zero-frequency term is the sum of the stamp.
-                stamps *= (flux[idx] / spectra[:, 0, 0].real).astype(np.float32)[:, None, None]
-                _scatter_add(image, stamps, x0[idx], y0[idx])
-                n_chunks += 1
-    logger.debug(
-        "rendered %d of %d sources on a %dx%d image in %d chunks", order.size, n, ny, nx, n_chunks
-    )
-    return image
+    size = profiles.shape[1] + 2 * (psf.shape[0] // 2)
+    sizes = np.full(n, size)
+    x0, y0, order = _placement(x, y, flux, sizes, image.shape)
+    kernel = fft.rfft2(psf.astype(np.float32), s=(size, size))
+    step = max(1, CHUNK_ELEMENTS // (size * size))
+    for start in range(0, order.size, step):
+        idx = order[start : start + step]
+        spectra = fft.rfft2(profiles[idx].astype(np.float32), s=(size, size))
+        spectra *= _shift_spectra(
+            size, y[idx] - np.floor(y[idx] + 0.5), x[idx] - np.floor(x[idx] + 0.5)
+        )
+        _scatter_add(image, _finish_stamps(spectra, kernel, flux[idx], size), x0[idx], y0[idx])
 
 
 def sky_sigma(
@@ -350,17 +422,178 @@ def mag_to_flux(mag: np.ndarray, *, zeropoint: float = 30.0) -> np.ndarray:
     return np.asarray(10.0 ** (-0.4 * (np.asarray(mag, dtype=np.float64) - zeropoint)))
 
 
-def _stamp_sizes(r_eff: np.ndarray, psf_radius: int, max_stamp: int) -> np.ndarray:
-    """Stamp side (pixels) of each source: the bin that holds the profile and the PSF.
+def stamp_sizes(extent: np.ndarray, *, psf_radius: int, max_stamp: int) -> np.ndarray:
+    """Stamp side of each source: the bin of :data:`STAMP_SIZES` that holds it and the PSF.
 
-    The profile reaches ``max(ceil(5 r_eff), MIN_MARGIN)`` pixels from the central pixel
-    (``r_eff`` = 0 for a star) and the PSF ``psf_radius`` further. The side is rounded up to
-    one of :data:`STAMP_SIZES` below ``max_stamp``, or else is ``max_stamp``.
+    Parameters
+    ----------
+    extent : ndarray, pixels
+        How far each source's profile reaches from its central pixel (at least
+        :data:`MIN_MARGIN` is used).
+    psf_radius : int, pixels
+        Half-side of the PSF image.
+    max_stamp : int, pixels
+        Largest stamp side (odd).
+
+    Returns
+    -------
+    ndarray of int, pixels
+        ``2 (psf_radius + ceil(extent)) + 1`` rounded up to one of :data:`STAMP_SIZES`
+        below ``max_stamp``, or else ``max_stamp``.
     """
     bins = np.array([s for s in STAMP_SIZES if s < max_stamp] + [max_stamp])
-    extent = np.maximum(np.ceil(R_EFF_EXTENT * r_eff), MIN_MARGIN)
-    needed = 2.0 * (psf_radius + extent) + 1.0
+    needed = 2.0 * (psf_radius + np.maximum(np.ceil(extent), MIN_MARGIN)) + 1.0
     return bins[np.minimum(np.searchsorted(bins, needed), bins.size - 1)]
+
+
+class _Sources(NamedTuple):
+    """Validated per-source arrays of :func:`render_sources`, each shape (n,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    n_sersic: np.ndarray
+    r_eff: np.ndarray
+    q: np.ndarray
+    theta: np.ndarray
+    star: np.ndarray
+
+
+def _check_sources(
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    *,
+    n_sersic: np.ndarray,
+    r_eff: np.ndarray,
+    q: np.ndarray,
+    theta: np.ndarray,
+    point: np.ndarray,
+) -> _Sources:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"x must be a 1-D array, got shape {x.shape}")
+    n = x.size
+    y = _source_array("y", y, n)
+    flux = _source_array("flux", flux, n)
+    n_sersic = _source_array("n_sersic", n_sersic, n)
+    r_eff = _source_array("r_eff", r_eff, n)
+    q = _source_array("q", q, n)
+    theta = _source_array("theta", theta, n)
+    point = np.asarray(point)
+    if point.dtype != np.bool_:
+        raise ValueError(f"point must be a boolean array, got dtype {point.dtype}")
+    star = _source_array("point", point, n, dtype=np.bool_)
+    _check_values("x", x, np.isfinite(x), "finite")
+    _check_values("y", y, np.isfinite(y), "finite")
+    _check_values("flux", flux, np.isfinite(flux) & (flux >= 0), "finite and >= 0")
+    _check_values("n_sersic", n_sersic, star | ((n_sersic > 0) & np.isfinite(n_sersic)), "> 0")
+    _check_values("r_eff", r_eff, star | ((r_eff > 0) & np.isfinite(r_eff)), "> 0")
+    _check_values("q", q, star | ((q > 0) & (q <= 1)), "in (0, 1]")
+    _check_values("theta", theta, star | np.isfinite(theta), "finite")
+    return _Sources(x, y, flux, n_sersic, r_eff, q, theta, star)
+
+
+def _placement(
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    sizes: np.ndarray,
+    shape: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First pixel ``(x0, y0)`` of each source's stamp, centred on its nearest pixel, and
+    the order to render them in.
+
+    With an image ``shape``, sources of zero flux or whose stamp misses the image are left
+    out, and stamps that cross the border (and need clipping) come last, then by row, so
+    that most chunks need no clipping and each adds into a narrow band of the image.
+    Without one, every source is rendered, in input order.
+    """
+    ix = np.floor(x + 0.5)
+    iy = np.floor(y + 0.5)
+    half = sizes // 2
+    if shape is None:
+        return ix.astype(np.int64) - half, iy.astype(np.int64) - half, np.arange(x.size)
+    ny, nx = shape
+    visible = (
+        (flux > 0)
+        & (ix + half >= 0)
+        & (ix - half <= nx - 1)
+        & (iy + half >= 0)
+        & (iy - half <= ny - 1)
+    )
+    x0 = np.where(visible, ix, 0).astype(np.int64) - half
+    y0 = np.where(visible, iy, 0).astype(np.int64) - half
+    crossing = (x0 < 0) | (x0 + sizes > nx) | (y0 < 0) | (y0 + sizes > ny)
+    order = np.lexsort((iy, crossing))
+    return x0, y0, order[visible[order]]
+
+
+def _source_stamps(
+    sources: _Sources,
+    *,
+    psf: np.ndarray,
+    supersample: int,
+    max_stamp: int,
+    shape: tuple[int, int] | None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Rendered stamps of the sources, chunk by chunk: ``(idx, stamps, x0, y0)``.
+
+    ``stamps`` (k, s, s) float32 holds the sources ``idx``, scaled to their fluxes, whose
+    first pixels in the image are ``(y0, x0)``; see :func:`render_sources`.
+    """
+    src = sources
+    psf_radius = psf.shape[0] // 2
+    sizes = stamp_sizes(
+        np.where(src.star, 0.0, R_EFF_EXTENT * src.r_eff),
+        psf_radius=psf_radius,
+        max_stamp=max_stamp,
+    )
+    x0, y0, order = _placement(src.x, src.y, src.flux, sizes, shape)
+    # Sub-pixel offsets from the stamp centres, applied as Fourier phase ramps.
+    dx = src.x - np.floor(src.x + 0.5)
+    dy = src.y - np.floor(src.y + 0.5)
+    psf32 = psf.astype(np.float32)
+    for size in np.unique(sizes[order]).tolist():
+        # The PSF starts its zero-padded copy and each source is centred at `offset`, so the
+        # product of the spectra is the linear convolution, centred at size // 2.
+        kernel = fft.rfft2(psf32, s=(size, size))
+        offset = size // 2 - psf_radius
+        for is_star in (True, False):
+            members = order[(sizes[order] == size) & (src.star[order] == is_star)]
+            step = max(1, CHUNK_ELEMENTS // (size * size * (1 if is_star else supersample**2)))
+            for start in range(0, members.size, step):
+                idx = members[start : start + step]
+                if is_star:
+                    spectra = _shift_spectra(size, offset + dy[idx], offset + dx[idx])
+                else:
+                    profiles = _sersic_stamps(
+                        2 * offset + 1,
+                        supersample,
+                        n_sersic=src.n_sersic[idx],
+                        r_eff=src.r_eff[idx],
+                        q=src.q[idx],
+                        theta=src.theta[idx],
+                    )
+                    spectra = fft.rfft2(profiles, s=(size, size))
+                    spectra *= _shift_spectra(size, dy[idx], dx[idx])
+                yield idx, _finish_stamps(spectra, kernel, src.flux[idx], size), x0[idx], y0[idx]
+
+
+def _finish_stamps(
+    spectra: np.ndarray, kernel: np.ndarray, flux: np.ndarray, size: int
+) -> np.ndarray:
+    """Convolve k stamp spectra with the PSF's, transform back and scale each to its flux.
+
+    Returns float32, shape (k, size, size). A stamp whose sum is 0 stays 0.
+    """
+    spectra *= kernel
+    stamps = fft.irfft2(spectra, s=(size, size))
+    # The zero-frequency term is the sum of the stamp.
+    total = spectra[:, 0, 0].real.astype(np.float64)
+    scale = np.divide(flux, total, out=np.zeros_like(total), where=total != 0)
+    stamps *= scale.astype(np.float32)[:, None, None]
+    return stamps
 
 
 def _sersic_stamps(
@@ -379,7 +612,7 @@ def _sersic_stamps(
     a half-turn, so only the rows up to the centre are evaluated and the rest mirrored.
     """
     rows = size // 2 + 1
-    grid = _subpixel_grid(size, supersample).astype(np.float32)
+    grid = subpixel_grid(size, supersample).astype(np.float32)
     gx = grid[None, :]
     gy = grid[: rows * supersample, None]
     # (r / r_eff)**2 = a X**2 + c Y**2 + b X Y for the rotated ellipse (major axis at theta).
@@ -400,7 +633,7 @@ def _sersic_stamps(
     scaled = np.exp(r2, out=r2)  # (r / r_eff) ** (1 / n)
     scaled -= scaled.min(axis=(1, 2), keepdims=True)
     scaled *= (-sersic_b(n_sersic)).astype(np.float32)[:, None, None]
-    top = _bin_mean(np.exp(scaled, out=scaled), supersample)
+    top = bin_mean(np.exp(scaled, out=scaled), supersample)
     return np.concatenate([top, top[:, -2::-1, ::-1]], axis=1)
 
 
@@ -429,14 +662,17 @@ def _scatter_add(image: np.ndarray, stamps: np.ndarray, x0: np.ndarray, y0: np.n
     np.add.at(image.reshape(-1), flat.reshape(-1), stamps.reshape(-1))
 
 
-def _subpixel_grid(size: int, supersample: int) -> np.ndarray:
-    """Sub-sample coordinates (pixels from the central pixel), pixel-major, length size*ss."""
+def subpixel_grid(size: int, supersample: int) -> np.ndarray:
+    """Sub-sample coordinates along one axis of a ``size``-pixel stamp, pixels from its
+    central pixel, pixel-major (the ``supersample`` sub-samples of pixel 0 first), length
+    ``size * supersample``."""
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
     return ((np.arange(size) - size // 2)[:, None] + offsets[None, :]).ravel()
 
 
-def _bin_mean(samples: np.ndarray, supersample: int) -> np.ndarray:
-    """Average (..., my*ss, mx*ss) sub-samples into (..., my, mx) pixels."""
+def bin_mean(samples: np.ndarray, supersample: int) -> np.ndarray:
+    """Average ``(..., my * ss, mx * ss)`` sub-samples (laid out as by
+    :func:`subpixel_grid`) into ``(..., my, mx)`` pixels."""
     # Strided sums are several times faster than a reduction over a reshaped array.
     cols = samples[..., ::supersample].copy()
     for i in range(1, supersample):

@@ -4,12 +4,16 @@ Layout of the output folder ``OUT``::
 
     OUT/catalog/<tile>.parquet        the tile's sources, KiDS DR4 schema + truth columns
     OUT/images/<tile>_<band>.fits     tile images with a TAN WCS (with ``images: true``)
+    OUT/lenses/<tile>.parquet         truth table of the lenses painted into the images
+                                      (with ``lens_fraction`` or ``lens_bg_fraction`` > 0)
     OUT/_units/<tile>.json            completion marker of the tile
     OUT/survey.json                   the configuration and the tiles
 
-Tile ``k`` draws all its randomness from ``SeedSequence([seed, k])``, so the survey is the
-same for a given seed whatever the number of workers, and a rerun rewrites only the tiles
-whose marker is missing or was made with another configuration.
+Tile ``k`` draws all its randomness from ``SeedSequence([seed, k])``, spawned into
+independent streams for the catalog, the image noise and the lenses, so the survey is the
+same for a given seed whatever the number of workers, a survey with lenses differs from
+the one without only by its arcs (and the catalog's ``TRUE_LENS``), and a rerun rewrites
+only the tiles whose marker is missing or was made with another configuration.
 """
 
 from __future__ import annotations
@@ -25,8 +29,27 @@ import numpy as np
 
 from lensdask import __version__
 from lensdask.config import BandSpec, MockSurveyConfig
-from lensdask.mock.population import TYPES, draw_population
-from lensdask.mock.tiles import Tile, draw_positions, ids_to_arrow, kids_ids, survey_tiles, tile_wcs
+from lensdask.lensing.mocks import PEAK_RADIUS
+from lensdask.mock.lenses import LensPlan, choose_lenses, lens_samples, plan_lenses
+from lensdask.mock.population import TYPES, colour_offset, draw_lrgs, draw_population
+from lensdask.mock.render import (
+    add_profiles,
+    mag_to_flux,
+    moffat_psf,
+    render_sources,
+    sky_sigma,
+    source_peaks,
+)
+from lensdask.mock.structure import KINDS, add_structures
+from lensdask.mock.tiles import (
+    ID_LENGTH,
+    Tile,
+    draw_positions,
+    ids_to_arrow,
+    kids_ids,
+    survey_tiles,
+    tile_wcs,
+)
 from lensdask.runner import UnitReport, run_stage
 from lensdask.units import (
     Marker,
@@ -44,14 +67,15 @@ logger = logging.getLogger(__name__)
 STAGE = "mock-survey"
 CATALOG_DIR = "catalog"
 IMAGES_DIR = "images"
+LENSES_DIR = "lenses"
 IMAGE_PATTERN = "{tile}_{band}.fits"
 """File name of a tile image (the default of the cutout stage too)."""
 MOFFAT_BETA = 3.0
 
 
 def tile_seeds(config: MockSurveyConfig, tile: Tile) -> tuple[np.random.SeedSequence, ...]:
-    """Independent seeds of a tile: (catalog, images)."""
-    return tuple(np.random.SeedSequence([config.seed, tile.index]).spawn(2))
+    """Independent seeds of a tile: (catalog, image noise, lenses)."""
+    return tuple(np.random.SeedSequence([config.seed, tile.index]).spawn(3))
 
 
 def tile_catalog(tile: Tile, *, config: MockSurveyConfig):
@@ -67,19 +91,49 @@ def tile_catalog(tile: Tile, *, config: MockSurveyConfig):
     Returns
     -------
     pyarrow.Table
-        The tile's sources, sorted by nothing but their draw order, with KiDS DR4 columns
-        (``ID``, ``RAJ2000``, ``DECJ2000``, ``THELI_NAME``, ``SG2DPHOT``, ``MAG_AUTO``,
-        ``COLOUR_GAAP_g_r``, ``COLOUR_GAAP_r_i``, ``Z_B``, ``MASK``) and truth columns.
+        The tile's sources in draw order (the natural population, then the extra LRGs of
+        ``config.lrg_density``), with KiDS DR4 columns (``ID``, ``RAJ2000``, ``DECJ2000``,
+        ``THELI_NAME``, ``SG2DPHOT``, ``MAG_AUTO``, ``COLOUR_GAAP_g_r``,
+        ``COLOUR_GAAP_r_i``, ``Z_B``, ``MASK``), the truth columns of
+        :func:`lensdask.mock.population.draw_population` and ``TRUE_LENS`` (bool: a lensed
+        source is painted around this galaxy, see :func:`tile_lenses`).
     """
     import pyarrow as pa
 
     rng = np.random.default_rng(tile_seeds(config, tile)[0])
-    n_draw = rng.poisson(config.density * config.tile_size**2)
-    ra, dec = draw_positions(tile, n_draw, rng, tile_size=config.tile_size)
+    area = config.tile_size**2
+    ra, dec = draw_positions(
+        tile, rng.poisson(config.density * area), rng, tile_size=config.tile_size
+    )
     columns = draw_population(ra.size, rng, config=config)
+    extra_ra, extra_dec = draw_positions(
+        tile, rng.poisson(config.lrg_density * area), rng, tile_size=config.tile_size
+    )
+    extra = draw_lrgs(extra_ra.size, rng, config=config)
+    ra, dec = np.concatenate([ra, extra_ra]), np.concatenate([dec, extra_dec])
+    columns = {name: np.concatenate([values, extra[name]]) for name, values in columns.items()}
+    ids = kids_ids(ra, dec)
+    # An extra galaxy on the ID of an earlier source is dropped: IDs stay unique.
+    _, first = np.unique(ids.view(f"S{ID_LENGTH}").ravel(), return_index=True)
+    if first.size < ra.size:
+        keep = np.sort(first)
+        ra, dec, ids = ra[keep], dec[keep], ids[keep]
+        columns = {name: values[keep] for name, values in columns.items()}
+    masks = lens_samples(
+        columns["SG2DPHOT"],
+        columns["MAG_AUTO"],
+        columns["COLOUR_GAAP_g_r"],
+        columns["COLOUR_GAAP_r_i"],
+    )
+    true_lens = choose_lenses(
+        masks,
+        rng.random(ra.size),
+        lens_fraction=config.lens_fraction,
+        lens_bg_fraction=config.lens_bg_fraction,
+    )
     true_type = columns.pop("TRUE_TYPE")
     table = {
-        "ID": ids_to_arrow(kids_ids(ra, dec)),
+        "ID": ids_to_arrow(ids),
         "RAJ2000": pa.array(ra),
         "DECJ2000": pa.array(dec),
         "THELI_NAME": pa.array(np.full(ra.size, tile.name), type=pa.string()),
@@ -87,57 +141,185 @@ def tile_catalog(tile: Tile, *, config: MockSurveyConfig):
         "TRUE_TYPE": pa.DictionaryArray.from_arrays(
             pa.array(true_type.astype(np.int32)), pa.array(TYPES)
         ),
+        "TRUE_LENS": pa.array(true_lens),
     }
     return pa.table(table)
 
 
 def band_magnitudes(catalog, band: str) -> np.ndarray:
-    """True magnitudes of the sources in ``band`` (r, and g/i from the true colours)."""
+    """True magnitudes of the sources in ``band`` (r, and the others from the true colours)."""
     r = catalog["TRUE_MAG_r"].to_numpy().astype(np.float64)
-    if band == "r":
-        return r
-    if band == "g":
-        return r + catalog["TRUE_g_r"].to_numpy()
-    if band == "i":
-        return r - catalog["TRUE_r_i"].to_numpy()
-    if band == "u":
-        return r + 1.5 * catalog["TRUE_g_r"].to_numpy()
-    raise ValueError(f"bands: no colour model for band {band!r}")
+    return r + colour_offset(band, catalog["TRUE_g_r"].to_numpy(), catalog["TRUE_r_i"].to_numpy())
+
+
+def structure_flux(catalog, band: str, *, zeropoint: float) -> np.ndarray:
+    """Flux of the structure (arms, ring, companion and tail) of each source in ``band``,
+    counts (0 for sources without one); the rest of a source's flux is its Sersic body."""
+    r = catalog["TRUE_MAG_r"].to_numpy().astype(np.float64)
+    offset = colour_offset(band, catalog["STRUCT_g_r"].to_numpy(), catalog["STRUCT_r_i"].to_numpy())
+    fraction = catalog["STRUCT_FRACTION"].to_numpy().astype(np.float64)
+    return fraction * mag_to_flux(r + offset, zeropoint=zeropoint)
+
+
+def _bodies(catalog, tile: Tile, band: BandSpec, *, config: MockSurveyConfig) -> dict[str, Any]:
+    """Pixel positions, fluxes (counts, less the structures') and Sersic shapes (pixels,
+    radians) of the sources' bodies in ``band``: the arguments of ``render_sources``."""
+    wcs = tile_wcs(tile, size=config.image_size, pixel_scale=config.pixel_scale)
+    x, y = wcs.world_to_pixel_values(catalog["RAJ2000"].to_numpy(), catalog["DECJ2000"].to_numpy())
+    point = catalog["TRUE_TYPE"].to_numpy().astype(str) == "star"
+    total = mag_to_flux(band_magnitudes(catalog, band.name), zeropoint=config.zeropoint)
+    structure = structure_flux(catalog, band.name, zeropoint=config.zeropoint)
+    return {
+        "x": x,
+        "y": y,
+        "flux": np.maximum(total - structure, 0.0),
+        "n_sersic": np.where(point, 1.0, catalog["N_SERSIC"].to_numpy()),
+        "r_eff": np.where(point, 1.0, catalog["R_EFF"].to_numpy() / config.pixel_scale),
+        "q": catalog["AXIS_RATIO"].to_numpy(),
+        "theta": _sky_angle(catalog["POS_ANGLE"].to_numpy()),
+        "point": point,
+    }
+
+
+def _sky_angle(position_angle: np.ndarray) -> np.ndarray:
+    """Angle in the image (radians from +x towards +y) of a position angle (deg, east of
+    north): north is +y and east is -x in the tile images."""
+    return np.deg2rad(90.0 + np.asarray(position_angle, dtype=np.float64))
+
+
+def band_psf(band: BandSpec, *, config: MockSurveyConfig) -> np.ndarray:
+    """The PSF image of ``band``: a Moffat profile of the band's seeing."""
+    return moffat_psf(band.seeing, pixel_scale=config.pixel_scale, beta=MOFFAT_BETA)
 
 
 def render_tile(
-    catalog, tile: Tile, band: BandSpec, *, config: MockSurveyConfig, rng: np.random.Generator
+    catalog,
+    tile: Tile,
+    band: BandSpec,
+    *,
+    config: MockSurveyConfig,
+    rng: np.random.Generator,
+    lenses: LensPlan | None = None,
 ) -> np.ndarray:
     """The image of one tile in one band (pure: no I/O).
 
-    Galaxies are PSF-convolved Sersic profiles, stars the PSF, plus Gaussian sky noise at
-    the band's depth; the sky level is subtracted, as in KiDS coadds.
+    Galaxies are PSF-convolved Sersic bodies, plus the arms, rings or companions of
+    spirals, rings and mergers (:mod:`lensdask.mock.structure`); stars are the PSF; the
+    lensed sources of ``lenses`` are added; then Gaussian sky noise at the band's depth
+    (the sky level is subtracted, as in KiDS coadds).
+
+    Parameters
+    ----------
+    catalog : pyarrow.Table
+        The tile's catalog (:func:`tile_catalog`).
+    tile : Tile
+    band : BandSpec
+    config : MockSurveyConfig
+    rng : numpy.random.Generator
+        The tile's image-noise generator (bands drawn in order from it).
+    lenses : LensPlan, optional
+        Lensed sources to paint (:func:`tile_lenses`).
 
     Returns
     -------
     ndarray of float32, shape (image_size, image_size), counts (zero point ``config.zeropoint``)
     """
-    from lensdask.mock.render import mag_to_flux, moffat_psf, render_sources, sky_sigma
+    psf = band_psf(band, config=config)
+    bodies = _bodies(catalog, tile, band, config=config)
+    image = render_sources((config.image_size,) * 2, psf=psf, **bodies)
+    kind = catalog["TRUE_TYPE"].to_numpy().astype(str)
+    rows = np.flatnonzero(np.isin(kind, KINDS))
+    if rows.size:
+        ps = config.pixel_scale
 
-    size = config.image_size
-    wcs = tile_wcs(tile, size=size, pixel_scale=config.pixel_scale)
-    x, y = wcs.world_to_pixel_values(catalog["RAJ2000"].to_numpy(), catalog["DECJ2000"].to_numpy())
-    point = catalog["TRUE_TYPE"].to_numpy().astype(str) == "star"
-    image = render_sources(
-        (size, size),
-        x,
-        y,
-        mag_to_flux(band_magnitudes(catalog, band.name), zeropoint=config.zeropoint),
-        n_sersic=np.where(point, 1.0, catalog["N_SERSIC"].to_numpy()),
-        r_eff=np.where(point, 1.0, catalog["R_EFF"].to_numpy() / config.pixel_scale),
-        q=catalog["AXIS_RATIO"].to_numpy(),
-        theta=np.deg2rad(90.0 + catalog["POS_ANGLE"].to_numpy()),
-        point=point,
-        psf=moffat_psf(band.seeing, pixel_scale=config.pixel_scale, beta=MOFFAT_BETA),
-    )
+        def column(name: str) -> np.ndarray:
+            return catalog[name].to_numpy()[rows].astype(np.float64)
+
+        structure_angle = np.where(
+            kind[rows] == "spiral",
+            np.deg2rad(column("STRUCT_ANGLE")),
+            _sky_angle(column("STRUCT_ANGLE")),
+        )
+        add_structures(
+            image,
+            bodies["x"][rows],
+            bodies["y"][rows],
+            structure_flux(catalog, band.name, zeropoint=config.zeropoint)[rows],
+            kind=kind[rows],
+            q=column("AXIS_RATIO"),
+            theta=bodies["theta"][rows],
+            radius=column("STRUCT_RADIUS") / ps,
+            width=column("STRUCT_WIDTH") / ps,
+            angle=structure_angle,
+            pitch=np.deg2rad(column("STRUCT_PITCH")),
+            psf=psf,
+        )
+    if lenses is not None and lenses.x.size:
+        add_profiles(image, lenses.x, lenses.y, lenses.flux(band.name), lenses.arcs, psf=psf)
     sigma = sky_sigma(band.depth, zeropoint=config.zeropoint, pixel_scale=config.pixel_scale)
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
     return image
+
+
+def tile_lenses(catalog, tile: Tile, *, config: MockSurveyConfig) -> tuple[LensPlan, Any]:
+    """The lensed sources of a tile and their truth table (pure: no I/O).
+
+    The lens galaxies are the catalog's ``TRUE_LENS`` rows; their parameters, source
+    colours and arcs are drawn from the tile's lens seed (:func:`tile_seeds`), and each arc
+    is scaled to the r-band peak of its galaxy's body as :func:`render_tile` draws it
+    (:func:`lensdask.mock.render.source_peaks` within ``lensdask.lensing.mocks.PEAK_RADIUS``
+    pixels, no neighbours, no noise).
+
+    Returns
+    -------
+    plan : LensPlan
+        What :func:`render_tile` paints.
+    truth : pyarrow.Table
+        One row per lens: ``ID``, ``THELI_NAME``, ``RAJ2000``, ``DECJ2000`` of the lens
+        galaxy, its ``sample`` (``LRG`` or ``BG``, by the default cuts), then
+        :meth:`LensPlan.columns` (``theta_E``, ``magnification``, ``arc_peak_ratio``,
+        ``arc_flux_r``, ``arc_mag_r``, ``lens_peak_r``, ``source_g_r``, ``source_r_i`` and
+        every drawn parameter).
+    """
+    import pyarrow as pa
+
+    rows = np.flatnonzero(catalog["TRUE_LENS"].to_numpy(zero_copy_only=False))
+    r_band = next(band for band in config.bands if band.name == "r")
+    psf_r = band_psf(r_band, config=config)
+    bodies = {
+        name: values[rows] for name, values in _bodies(catalog, tile, r_band, config=config).items()
+    }
+    peaks = source_peaks(psf=psf_r, radius=PEAK_RADIUS, **bodies)
+    plan = plan_lenses(
+        bodies["x"],
+        bodies["y"],
+        peaks,
+        np.random.default_rng(tile_seeds(config, tile)[2]),
+        lenses=config.lenses,
+        psf_r=psf_r,
+        pixel_scale=config.pixel_scale,
+        source_g_r=config.lens_source_g_r,
+        source_r_i=config.lens_source_r_i,
+    )
+    lenses = catalog.take(pa.array(rows, type=pa.int64()))
+    masks = lens_samples(
+        lenses["SG2DPHOT"].to_numpy(),
+        lenses["MAG_AUTO"].to_numpy(),
+        lenses["COLOUR_GAAP_g_r"].to_numpy(),
+        lenses["COLOUR_GAAP_r_i"].to_numpy(),
+    )
+    truth = {
+        "ID": lenses["ID"],
+        "THELI_NAME": lenses["THELI_NAME"],
+        "RAJ2000": lenses["RAJ2000"],
+        "DECJ2000": lenses["DECJ2000"],
+        "sample": pa.array(np.where(masks.lrg, "LRG", "BG").astype(object), type=pa.string()),
+        **{
+            name: pa.array(values)
+            for name, values in plan.columns(zeropoint=config.zeropoint).items()
+        },
+    }
+    return plan, pa.table(truth)
 
 
 def image_header(tile: Tile, band: BandSpec, *, config: MockSurveyConfig):
@@ -160,13 +342,14 @@ def image_header(tile: Tile, band: BandSpec, *, config: MockSurveyConfig):
 def write_tile(
     tile: Tile, out: Path, *, unit: str, chash: str, config: MockSurveyConfig
 ) -> dict[str, Any]:
-    """Make and commit one tile (unit ``unit`` = the tile's name): catalog Parquet, images,
-    then the completion marker.
+    """Make and commit one tile (unit ``unit`` = the tile's name): catalog Parquet, lens
+    truth table, images, then the completion marker.
 
     Returns
     -------
     dict
-        ``rows`` and per-type counts of the tile's catalog.
+        ``rows`` and per-type counts of the tile's catalog, and ``lenses`` painted when
+        lenses are configured.
     """
     from astropy.io import fits
 
@@ -177,10 +360,17 @@ def write_tile(
     catalog = tile_catalog(tile, config=config)
     rel = f"{CATALOG_DIR}/{tile.name}.parquet"
     files = {rel: commit_parquet(catalog, out, rel)}
+    counts: dict[str, int] = {}
     if config.images:
+        plan = None
+        if config.lens_fraction or config.lens_bg_fraction:
+            plan, truth = tile_lenses(catalog, tile, config=config)
+            rel = f"{LENSES_DIR}/{tile.name}.parquet"
+            files[rel] = commit_parquet(truth, out, rel)
+            counts["lenses"] = truth.num_rows
         rng = np.random.default_rng(tile_seeds(config, tile)[1])
         for band in config.bands:
-            image = render_tile(catalog, tile, band, config=config, rng=rng)
+            image = render_tile(catalog, tile, band, config=config, rng=rng, lenses=plan)
             name = IMAGE_PATTERN.format(tile=tile.name, band=band.name)
             staged = staging_path(out, name)
             fits.PrimaryHDU(image, header=image_header(tile, band, config=config)).writeto(staged)
@@ -188,7 +378,7 @@ def write_tile(
             commit_file(staged, out / rel)
             files[rel] = (out / rel).stat().st_size
     types = catalog["TRUE_TYPE"].to_numpy().astype(str)
-    counts = {name: int((types == name).sum()) for name in TYPES}
+    counts |= {name: int((types == name).sum()) for name in TYPES}
     write_marker(
         out,
         Marker(

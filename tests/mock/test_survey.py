@@ -7,13 +7,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from click.testing import CliRunner
 from distributed import Client, LocalCluster
 
-from lensdask.config import BandSpec
+from lensdask.catalog.cuts import target_masks
+from lensdask.catalog.select import select_targets
+from lensdask.cli import main
+from lensdask.config import BandSpec, SelectConfig
 from lensdask.mock.survey import make_mock_survey, render_tile, tile_catalog
 from lensdask.mock.tiles import survey_tiles
 from lensdask.testing import small_survey_config
@@ -120,7 +125,8 @@ def test_rendered_sources_sit_where_the_catalog_says(survey_with_images):
     inside = (
         (x > margin) & (x < image.shape[1] - margin) & (y > margin) & (y < image.shape[0] - margin)
     )
-    bright = table[inside & (table["TRUE_MAG_r"] < 20.5) & (table["R_EFF"] < 1.5)]
+    plain = table["TRUE_TYPE"].isin(["star", "red", "blue"])  # mergers are off-centre
+    bright = table[inside & plain & (table["TRUE_MAG_r"] < 20.5) & (table["R_EFF"] < 1.5)]
     checked = 0
     for row in bright.itertuples():
         others = table[(table.index != row.Index) & (table["TRUE_MAG_r"] < 25.0)]
@@ -163,3 +169,87 @@ def test_flux_in_image_matches_catalog_magnitudes():
     flux = 10 ** (-0.4 * (mags - 30.0))
     assert image.sum() == pytest.approx(flux.sum(), rel=0.15)
     assert image.sum() > flux[small].sum()
+
+
+def test_extra_lrgs_add_to_the_selected_lrgs():
+    """lrg_density adds red galaxies after the natural population, which stays the same,
+    and the real cuts classify them as LRGs (all but those with NaN colours)."""
+    config = small_survey_config(tiles=1, tile_size=0.1, lrg_density=20_000.0)
+    tile = survey_tiles(1)[0]
+    natural = tile_catalog(tile, config=small_survey_config(tiles=1, tile_size=0.1))
+    boosted = tile_catalog(tile, config=config)
+    n_extra = boosted.num_rows - natural.num_rows
+    expected = config.lrg_density * config.tile_size**2
+    assert abs(n_extra - expected) < 5 * np.sqrt(expected)
+    head = boosted.slice(0, natural.num_rows).drop(["TRUE_LENS"]).to_pandas()
+    assert head.equals(natural.drop(["TRUE_LENS"]).to_pandas())
+
+    def lrgs(table) -> int:
+        masks = target_masks(
+            table["SG2DPHOT"].to_numpy(),
+            table["MAG_AUTO"].to_numpy(),
+            table["COLOUR_GAAP_g_r"].to_numpy(),
+            table["COLOUR_GAAP_r_i"].to_numpy(),
+            config=SelectConfig(),
+        )
+        return int(masks.lrg.sum())
+
+    assert lrgs(boosted) - lrgs(natural) == pytest.approx(
+        n_extra * (1 - config.nan_colour_fraction), rel=0.05
+    )
+
+
+def test_survey_with_lenses_commits_truth_and_is_deterministic(tmp_path, client):
+    """Truth tables are committed with their tile (listed in the marker), match the
+    catalog's TRUE_LENS, travel through the selection as an extra column, and every byte
+    is the same whatever the number of workers."""
+    config = small_survey_config(
+        tile_size=0.03, images=True, lrg_density=5000.0, lens_fraction=1.0, density=60_000.0
+    )
+    report = make_mock_survey(tmp_path / "two", config=config, client=client, progress=False)
+    assert report.units.ok, report.units.failures
+    out = tmp_path / "two"
+    n_lenses = 0
+    for tile in survey_tiles(config.tiles):
+        marker = json.loads((out / "_units" / f"{tile.name}.json").read_text())
+        rel = f"lenses/{tile.name}.parquet"
+        assert marker["files"][rel] == (out / rel).stat().st_size
+        truth = pq.read_table(out / rel).to_pandas()
+        catalog = pq.read_table(out / "catalog" / f"{tile.name}.parquet").to_pandas()
+        assert sorted(truth["ID"]) == sorted(catalog.loc[catalog["TRUE_LENS"], "ID"])
+        assert marker["extra"]["lenses"] == len(truth)
+        n_lenses += len(truth)
+    assert n_lenses >= 4
+    selected = select_targets(
+        out / "catalog",
+        tmp_path / "targets",
+        config=SelectConfig(extra_columns=("TRUE_LENS", "TRUE_TYPE")),
+        client=client,
+        progress=False,
+    )
+    assert selected.units.ok
+    targets = pd.read_parquet(tmp_path / "targets")
+    assert targets.loc[targets["sample"] == "LRG", "TRUE_LENS"].all()
+    assert targets["TRUE_LENS"].sum() == n_lenses
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as one,
+    ):
+        make_mock_survey(tmp_path / "one", config=config, client=one, progress=False)
+    assert digests(tmp_path / "one") == digests(out)
+
+
+def test_cli_mock_survey_has_the_lens_and_population_options():
+    result = CliRunner().invoke(main, ["mock-survey", "--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--lrg-density",
+        "--lens-fraction",
+        "--lens-bg-fraction",
+        "--spiral-fraction",
+        "--ring-fraction",
+        "--merger-fraction",
+    ):
+        assert option in result.output
