@@ -151,9 +151,12 @@ def render_arcs(
     lens |= {"gamma1": params["gamma1"], "gamma2": params["gamma2"]}
     perturbation = None
     if np.any(params["grf_sigma"] > 0):
+        # Drawn at the pixel centres and interpolated to the rays (as lenstronomy's
+        # INTERPOL does): 2-4x cheaper than at the rays, and the field's statistics do not
+        # depend on the supersampling.
         _, ax, ay = grf_perturbation(
-            grid.shape,
-            spacing=grid.spacing,
+            (grid.size, grid.size),
+            spacing=grid.pixel_scale,
             sigma=params["grf_sigma"],
             slope=params["grf_slope"],
             rng=rng,
