@@ -4,12 +4,13 @@ Images are already normalised to [0, 255] by the simulation (:mod:`lensdask.norm
 nothing here changes their scale except the brightness augmentation. Batches are read
 chunk by chunk (the Zarr chunk is the simulation batch), with at most two chunks in memory,
 never the whole set. Each epoch visits the chunks in a new random order and the examples
-of a chunk in a new random order, both drawn from ``SeedSequence([seed, epoch])``, so a
-resumed run sees the same batches as an uninterrupted one.
+of a chunk in a new random order, both drawn from ``SeedSequence([seed, n])`` where ``n``
+counts the dataset's epoch ends from ``initial_epoch`` (Keras also ends one before the first
+epoch), so a resumed run sees the same batches as an uninterrupted one.
 
-Augmentation (as the reference run): a random multiple of 90 degrees, a random flip, a random
-rotation by an arbitrary angle combined with a shift of a few pixels and a zoom (one affine
-resampling, bilinear), and a brightness rescale (clipped to [0, 255]).
+Augmentation (as the reference run): a random multiple of 90 degrees and a random flip
+(lossless), then a rotation by an arbitrary angle combined with a shift of a few pixels and a
+zoom (one bilinear affine resampling), and a brightness rescale (clipped to [0, 255]).
 """
 
 from __future__ import annotations

@@ -138,7 +138,8 @@ def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    names = list(dict.fromkeys(key for row in history for key in row))
+    # Same columns in the same order whether the rows come from Keras or state.json.
+    names = ["epoch", *sorted({key for row in history for key in row} - {"epoch"})]
     with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)
         writer.writeheader()
@@ -185,6 +186,11 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
         logger.warning("train: %s holds a run of another configuration: starting afresh", out)
         shutil.rmtree(out / CHECKPOINTS)
         state = None
+    if state is not None and (state["stopped"] or state["epoch"] + 1 >= config.epochs):
+        card = _complete_card(out, chash)
+        if card is not None:
+            logger.info("train: %s is complete (model %s)", out, card["model_id"])
+            return card
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
 
     gpu = has_gpu()
@@ -194,7 +200,9 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     size = int(attrs["size"])
     try:
         if state is None:
-            model = build_resnet18(input_shape=(size, size, 1), width=config.width)
+            model = build_resnet18(
+                input_shape=(size, size, 1), width=config.width, seed=config.seed
+            )
             model.compile(
                 optimizer=keras.optimizers.Adam(config.learning_rate),
                 loss="binary_crossentropy",
@@ -220,6 +228,9 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
                 ),
                 epochs=config.epochs,
                 initial_epoch=initial_epoch,
+                # The sequence shuffles itself, seeded by the epoch; Keras' own batch
+                # shuffle draws from the global `random` state, which a resume reseeds.
+                shuffle=False,
                 callbacks=[callback],
                 verbose=0,
             )
@@ -243,6 +254,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
             "best_epoch": final["best_epoch"] + 1,
             "best_val_loss": final["best_val_loss"],
             "early_stopped": final["stopped"],
+            "training_hash": chash,
         },
         "seed": config.seed,
         "data": {
@@ -257,6 +269,17 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     }
     card["model_id"] = write_model_dir(best, out, card=card)
     return card
+
+
+def _complete_card(out: Path, chash: str) -> dict[str, Any] | None:
+    """The card of a finished training of this configuration, if its model is intact."""
+    from lensdask.nn.card import ModelError, read_card
+
+    try:
+        card = read_card(out)
+    except ModelError:
+        return None
+    return card if card.get("training", {}).get("training_hash") == chash else None
 
 
 @dataclass(frozen=True)
