@@ -434,6 +434,9 @@ class TrainConfig:
     """Adam learning rate."""
     patience: int = 5
     """Early stopping: epochs without a better validation loss before stopping."""
+    lr_patience: int = 2
+    """Halve the learning rate after every this many epochs without a better validation
+    loss (0: never)."""
     augment: bool = True
     """Random rotations, flips, shifts, zooms and brightness rescales of training batches."""
     mixed_precision: bool | None = None
@@ -447,6 +450,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr_patience < 0:
+            raise ConfigError(f"train.lr_patience: must be >= 0, got {self.lr_patience}")
         if not self.learning_rate > 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
 

@@ -110,14 +110,22 @@ def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = {key: float(value) for key, value in (logs or {}).items()}
             folder = out / CHECKPOINTS
-            save_model(self.model, folder / "last.keras")
             s = self.state
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
             loss = logs.get("val_loss", logs.get("loss"))
-            if s["best_val_loss"] is None or loss < s["best_val_loss"]:
-                save_model(self.model, folder / "best.keras")
+            improved = s["best_val_loss"] is None or loss < s["best_val_loss"]
+            if improved:
                 s.update(best_val_loss=loss, best_epoch=epoch, wait=0)
             else:
                 s["wait"] += 1
+                if config.lr_patience and s["wait"] % config.lr_patience == 0:
+                    # The rate lives in the optimizer's state, saved with the checkpoint.
+                    rate = self.model.optimizer.learning_rate
+                    rate.assign(rate * 0.5)
+                    logger.info("train: learning rate halved to %.2e", float(rate.numpy()))
+            save_model(self.model, folder / "last.keras")
+            if improved:
+                save_model(self.model, folder / "best.keras")
             s["epoch"] = epoch
             s["history"].append({"epoch": epoch, **logs})
             s["stopped"] = s["wait"] >= config.patience

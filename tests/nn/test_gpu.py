@@ -24,7 +24,7 @@ def test_the_backend_sees_a_gpu():
 
 
 def test_training_on_a_gpu_worker_uses_mixed_precision(trainset, tmp_path):
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     from lensdask.nn.card import load_model
     from lensdask.nn.evaluate import predict_split
@@ -40,10 +40,10 @@ def test_training_on_a_gpu_worker_uses_mixed_precision(trainset, tmp_path):
             resources={"GPU": 1},
         ) as cluster,
         Client(cluster) as client,
+        get_task_stream(client=client) as stream,
     ):
         report = train_model(trainset, tmp_path / "model", config=config, client=client)
-        keys = {event["key"] for event in client.get_task_stream()}
-    assert any(str(key).startswith("train-") for key in keys)
+    assert [task["key"] for task in stream.data if task["key"].startswith("train-")]
     training = report.card["training"]
     assert training["gpu"] is True
     assert training["mixed_precision"] is True
