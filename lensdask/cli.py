@@ -63,6 +63,27 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def job_option(section: str, what: str) -> Callable[..., Any]:
+    """The ``--job`` option of a stage command: take section ``section`` of a job file."""
+    return click.option(
+        "--job",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=f"Take the {section} section ({what}) from this job file.",
+    )
+
+
+def section_config(job: Path | None, section: str, default: Any, overrides: dict[str, Any]):
+    """The configuration of a stage: the job file's section (or ``default``), with the
+    command-line options that were given (not None) replacing its values."""
+    import dataclasses
+
+    from lensdask.config import load_job
+
+    config = (getattr(load_job(job), section) if job else None) or default
+    given = {name: value for name, value in overrides.items() if value is not None}
+    return dataclasses.replace(config, **given)
+
+
 @contextlib.contextmanager
 def cluster_client(opts: dict[str, Any]) -> Iterator[Any]:
     """Start the cluster the command-line options name, print the dashboard link."""
@@ -255,11 +276,7 @@ def mock_survey_cmd(
     show_default=True,
     help="Targets dataset (a folder of Parquet files).",
 )
-@click.option(
-    "--job",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Take the select section (cuts, column map) from this job file.",
-)
+@job_option("select", "cuts, column map")
 @cluster_options
 @handle_errors
 def select_cmd(catalog: Path, out: Path, job: Path | None, no_progress: bool, **opts: Any) -> None:
@@ -271,9 +288,9 @@ def select_cmd(catalog: Path, out: Path, job: Path | None, no_progress: bool, **
     OUT/_summary.json and OUT/_tiles.csv.
     """
     from lensdask.catalog.select import select_targets
-    from lensdask.config import SelectConfig, load_job
+    from lensdask.config import SelectConfig
 
-    config = load_job(job).select if job else SelectConfig()
+    config = section_config(job, "select", SelectConfig(), {})
     with cluster_client(opts) as client:
         report = select_targets(
             catalog, out, config=config, client=client, progress=not no_progress
@@ -361,11 +378,7 @@ def cutouts_cmd(
     type=click.Path(exists=True, path_type=Path),
     help="Targets dataset; its TRUE_TYPE/TRUE_LENS columns (mock surveys) pick the negatives.",
 )
-@click.option(
-    "--job",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Take the simulate section (sizes, priors, PSF) from this job file.",
-)
+@job_option("simulate", "sizes, priors, PSF")
 @click.option("--positives", type=int, help="Mock lenses in train + validation [200000].")
 @click.option("--negatives", type=int, help="Real negatives in train + validation [18000].")
 @click.option("--test-positives", type=int, help="Mock lenses in the test split [2000].")
@@ -393,17 +406,13 @@ def simulate_cmd(
     rerun redoes only the batches not complete. The test split's LRGs are kept out of the
     training and validation splits. Writes OUT and a PNG of examples next to it.
     """
-    import dataclasses
 
-    from lensdask.config import SimulateConfig, load_job
+    from lensdask.config import SimulateConfig
     from lensdask.lensing.simulate import simulate_lenses
 
-    config = (load_job(job).simulate if job else None) or SimulateConfig()
     names = ("positives", "negatives", "test_positives", "test_negatives", "batch_size", "seed")
     overrides = {name: opts.pop(name) for name in names}
-    config = dataclasses.replace(
-        config, **{name: value for name, value in overrides.items() if value is not None}
-    )
+    config = section_config(job, "simulate", SimulateConfig(), overrides)
     with cluster_client(opts) as client:
         report = simulate_lenses(
             cutouts,
@@ -435,11 +444,7 @@ def simulate_cmd(
     show_default=True,
     help="The model directory (model.keras, card.json, plots, checkpoints).",
 )
-@click.option(
-    "--job",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Take the train section from this job file.",
-)
+@job_option("train", "width, epochs, learning rate")
 @click.option("--width", type=float, help="Filter width multiplier (1: full ResNet-18) [1.0].")
 @click.option("--epochs", type=int, help="Most epochs [30].")
 @click.option("--batch-size", type=int, help="Examples per step [64].")
@@ -467,17 +472,13 @@ def train_cmd(
     (ROC curve, AUC, TPR/FPR at p_CNN = 0.25, 0.5, 0.75). Writes model.keras, card.json,
     history.csv, roc.png and p_cnn_test.png.
     """
-    import dataclasses
 
-    from lensdask.config import TrainConfig, load_job
+    from lensdask.config import TrainConfig
     from lensdask.nn.train import train_model
 
-    config = (load_job(job).train if job else None) or TrainConfig()
     names = ("width", "epochs", "batch_size", "learning_rate", "patience", "seed")
     overrides = {name: opts.pop(name) for name in names}
-    config = dataclasses.replace(
-        config, **{name: value for name, value in overrides.items() if value is not None}
-    )
+    config = section_config(job, "train", TrainConfig(), overrides)
     if in_process:
         report = train_model(trainset, out, config=config, progress=not no_progress)
     else:
@@ -528,11 +529,7 @@ def evaluate_cmd(model_dir: Path, trainset: Path, out: Path | None) -> None:
     required=True,
     help="Catalog folder to write (one Parquet file per tile).",
 )
-@click.option(
-    "--job",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Take the ingest section (column map, pattern, HDU) from this job file.",
-)
+@job_option("ingest", "column map, pattern, HDU")
 @cluster_options
 @handle_errors
 def ingest_cmd(source: Path, out: Path, job: Path | None, no_progress: bool, **opts: Any) -> None:
@@ -542,9 +539,9 @@ def ingest_cmd(source: Path, out: Path, job: Path | None, no_progress: bool, **o
     surveys); the tile name comes from THELI_NAME or the file name. One task per file.
     """
     from lensdask.catalog.ingest import ingest_catalogs
-    from lensdask.config import IngestConfig, load_job
+    from lensdask.config import IngestConfig
 
-    config = (load_job(job).ingest if job else None) or IngestConfig()
+    config = section_config(job, "ingest", IngestConfig(), {})
     with cluster_client(opts) as client:
         report = ingest_catalogs(
             source, out, config=config, client=client, progress=not no_progress
