@@ -5,15 +5,17 @@ Layout of the model directory ``OUT``::
     OUT/model.keras, OUT/card.json      the final model (best validation loss) and its card
     OUT/roc.png, OUT/p_cnn_test.png     test-split ROC curve and p_CNN histograms
     OUT/history.csv                     loss, accuracy, AUC (train and validation) per epoch
-    OUT/checkpoints/last.keras          model + optimizer state after the last epoch
-    OUT/checkpoints/best.keras          the best model so far (validation loss)
-    OUT/checkpoints/state.json          epoch, best loss, patience count, history: written
-                                        last, so it always describes the checkpoint files
+    OUT/checkpoints/epoch-<e>.keras     model + optimizer state after epoch e: the last
+                                        epoch's and the best epoch's (validation loss)
+    OUT/checkpoints/state.json          epoch, the files of the last and best epochs, best
+                                        loss, patience count, history: the commit point
 
 The task asks for the Dask resource ``GPU`` when a worker has it (dask-cuda workers started
 by ``lensdask --cluster cuda``). After an interruption, a rerun with the same configuration
-resumes from ``last.keras`` at the next epoch; the shuffling and augmentation of an epoch
-depend only on the seed and the epoch number, so a resumed run trains on the same batches.
+resumes from the last epoch's checkpoint at the next epoch (a checkpoint written after the
+state by a run killed in between is ignored and replaced); the shuffling and augmentation of
+an epoch depend only on the seed and the epoch number, so a resumed run trains on the same
+batches and ends with the same weights as an uninterrupted one.
 A different configuration or training set starts afresh.
 """
 
@@ -123,13 +125,18 @@ def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str
                     rate = self.model.optimizer.learning_rate
                     rate.assign(rate * 0.5)
                     logger.info("train: learning rate halved to %.2e", float(rate.numpy()))
-            save_model(self.model, folder / "last.keras")
+            name = f"epoch-{epoch:04d}.keras"
+            save_model(self.model, folder / name)
+            s["last"] = name
             if improved:
-                save_model(self.model, folder / "best.keras")
+                s["best"] = name
             s["epoch"] = epoch
             s["history"].append({"epoch": epoch, **logs})
             s["stopped"] = s["wait"] >= config.patience
             write_json(folder / STATE_FILE, s)
+            for stale in folder.glob("epoch-*.keras"):
+                if stale.name not in (s["last"], s["best"]):
+                    stale.unlink()
             _write_history(out / HISTORY_FILE, s["history"])
             logger.info(
                 "train: epoch %d/%d %s",
@@ -217,7 +224,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
                 metrics=["accuracy", keras.metrics.AUC(name="auc")],
             )
         else:
-            model = keras.saving.load_model(out / CHECKPOINTS / "last.keras", safe_mode=True)
+            model = keras.saving.load_model(out / CHECKPOINTS / state["last"], safe_mode=True)
             logger.info("train: resuming after epoch %d", state["epoch"] + 1)
         initial_epoch = 0 if state is None else state["epoch"] + 1
         callback = _checkpointer(out, chash=chash, config=config, state=state)
@@ -242,7 +249,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
                 callbacks=[callback],
                 verbose=0,
             )
-        best = keras.saving.load_model(out / CHECKPOINTS / "best.keras", safe_mode=True)
+        best = keras.saving.load_model(out / CHECKPOINTS / callback.state["best"], safe_mode=True)
         labels, scores = predict_split(best, trainset, "test")
         metrics = evaluate_scores(labels, scores, out, title=f"test split of {trainset.name}")
     finally:

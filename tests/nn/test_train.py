@@ -44,6 +44,11 @@ def weights(path: Path) -> list[np.ndarray]:
     return keras.saving.load_model(path, safe_mode=True).get_weights()
 
 
+def checkpoint(out: Path, which: str) -> Path:
+    """The checkpoint file of the ``last`` or ``best`` epoch, as the state names it."""
+    return out / "checkpoints" / read_state(out)[which]
+
+
 def optimizer_steps(path: Path) -> int:
     return int(keras.saving.load_model(path, safe_mode=True).optimizer.iterations.numpy())
 
@@ -64,7 +69,7 @@ def test_training_reduces_the_loss(trained):
     assert rows[-1]["accuracy"] > rows[0]["accuracy"]
     state = read_state(trained.out)
     assert state["epoch"] == 2 and state["history"] == rows
-    assert optimizer_steps(trained.out / "checkpoints" / "last.keras") == 3 * STEPS
+    assert optimizer_steps(checkpoint(trained.out, "last")) == 3 * STEPS
 
 
 def test_without_a_client_it_trains_in_this_process(trained):
@@ -116,9 +121,7 @@ def test_saved_model_reproduces_the_card_metrics(trained, trainset):
     labels, scores = predict_split(model, trainset, "test")
     assert classifier_metrics(labels, scores).as_dict() == card["test_metrics"]
     best, _ = load_model(trained.out)
-    for a, b in zip(
-        best.get_weights(), weights(trained.out / "checkpoints" / "best.keras"), strict=True
-    ):
+    for a, b in zip(best.get_weights(), weights(checkpoint(trained.out, "best")), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -144,12 +147,12 @@ def test_a_rerun_resumes_where_the_run_stopped(resumed, trained):
     state = read_state(resumed)
     assert state["epoch"] == 2 and state["config_hash"] == read_state(stopped)["config_hash"]
     # From the checkpoint, not from scratch: Adam's step count went on from 1 epoch.
-    assert optimizer_steps(stopped / "checkpoints" / "last.keras") == STEPS
-    assert optimizer_steps(resumed / "checkpoints" / "last.keras") == 3 * STEPS
+    assert optimizer_steps(checkpoint(stopped, "last")) == STEPS
+    assert optimizer_steps(checkpoint(resumed, "last")) == 3 * STEPS
     # Same batches in the same order as the uninterrupted run: same history, same weights.
     assert_close_rows(rows, history(trained.out))
-    final = weights(resumed / "checkpoints" / "last.keras")
-    reference = weights(trained.out / "checkpoints" / "last.keras")
+    final = weights(checkpoint(resumed, "last"))
+    reference = weights(checkpoint(trained.out, "last"))
     for a, b in zip(final, reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -196,11 +199,11 @@ def test_a_changed_configuration_starts_afresh(on_worker, trained, trainset):
 def test_a_finished_run_is_not_trained_again(trained, trainset, tiny_config, tmp_path, caplog):
     out = tmp_path / "model"
     shutil.copytree(trained.out, out)
-    before = (out / "checkpoints" / "last.keras").read_bytes()
+    before = (checkpoint(out, "last")).read_bytes()
     with caplog.at_level(logging.INFO, logger="lensdask.nn.train"):
         report = train_model(trainset, out, config=tiny_config, progress=False)
     assert not [m for m in caplog.messages if m.startswith("train: epoch")]
-    assert (out / "checkpoints" / "last.keras").read_bytes() == before
+    assert (checkpoint(out, "last")).read_bytes() == before
     assert report.card["test_metrics"] == trained.card["test_metrics"]
     for a, b in zip(
         weights(out / "model.keras"), weights(trained.out / "model.keras"), strict=True
