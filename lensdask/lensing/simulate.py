@@ -388,22 +388,23 @@ def write_batch(
     )
     group = zarr.open_group(str(out / batch.split), mode="r+")
     where = slice(batch.start, batch.start + len(rows))
+    columns = {
+        "images": images,
+        "label": rows["label"].to_numpy(),
+        "kind": rows["kind"].to_numpy(dtype=str),
+        "source_id": rows["ID"].to_numpy(dtype=str),
+        "source_tile": rows["tile"].to_numpy(dtype=str),
+        **{f"params/{name}": values for name, values in params.items()},
+    }
+    files = {}
     # Every chunk becomes a file, even one of fill values only, so the marker can list it.
     with zarr.config.set({"array.write_empty_chunks": True}):
-        group["images"][where] = images
-        group["label"][where] = rows["label"].to_numpy()
-        group["kind"][where] = rows["kind"].to_numpy(dtype=str)
-        group["source_id"][where] = rows["ID"].to_numpy(dtype=str)
-        group["source_tile"][where] = rows["tile"].to_numpy(dtype=str)
-        for name, values in params.items():
-            group[f"params/{name}"][where] = values
+        for name, values in columns.items():
+            array = group[name]
+            array[where] = values
+            rel = f"{batch.split}/{array.path}/c/{batch.index}" + "/0" * (array.ndim - 1)
+            files[rel] = (out / rel).stat().st_size
     positives = int(rows["label"].sum())
-    arrays = [group[name] for name in ("images", "label", "kind", "source_id", "source_tile")]
-    arrays += [group[f"params/{name}"] for name in params]
-    files = {}
-    for array in arrays:  # the one chunk of each array this batch wrote
-        rel = f"{batch.split}/{array.path}/c/{batch.index}" + "/0" * (array.ndim - 1)
-        files[rel] = (out / rel).stat().st_size
     write_marker(
         out,
         Marker(
