@@ -7,4 +7,5 @@
   PSF convolution of a batch of lens systems.
 - :mod:`lensdask.lensing.mocks`: drawing mock-lens parameters and painting arcs on cutouts.
 - :mod:`lensdask.lensing.simulate`: the Dask job that writes ``trainset.zarr``.
+- :mod:`lensdask.lensing.figures`: the figure of example lenses and negatives.
 """
