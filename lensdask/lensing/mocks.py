@@ -17,7 +17,7 @@ from scipy import special
 
 from lensdask.config import MockLensConfig
 from lensdask.lensing.grf import grf_perturbation
-from lensdask.lensing.image import Grid, lensed_images
+from lensdask.lensing.image import Grid, convolve, lensed_images
 from lensdask.lensing.profiles import phi_q2ellipticity, sersic_b
 
 PEAK_RADIUS = 3
@@ -125,6 +125,7 @@ def render_arcs(
     *,
     grid: Grid,
     psf: np.ndarray | None,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images of the lensed sources of drawn systems and their magnifications.
 
@@ -138,6 +139,9 @@ def render_arcs(
         The stamp's pixel grid and supersampling.
     psf : ndarray or None
         PSF image at the stamp's pixel scale.
+    chunk : int or None
+        Systems ray-traced at once (bounds the memory of the supersampled grids; the
+        random fields are drawn chunk by chunk, so the images depend on it). None: all.
 
     Returns
     -------
@@ -147,6 +151,21 @@ def render_arcs(
         Total magnification: lensed flux (before the PSF, inside the stamp) over the
         source's flux.
     """
+    n = params["theta_E"].shape[0]
+    step = chunk or max(n, 1)
+    parts = [
+        _render_chunk({k: v[start : start + step] for k, v in params.items()}, rng, grid, psf)
+        for start in range(0, n, step)
+    ]
+    if not parts:
+        return np.zeros((0, grid.size, grid.size)), np.zeros(0)
+    return np.concatenate([a for a, _ in parts]), np.concatenate([m for _, m in parts])
+
+
+def _render_chunk(
+    params: dict[str, np.ndarray], rng: np.random.Generator, grid: Grid, psf: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_arcs` of one chunk of systems."""
     lens = {k: params[k] for k in ("theta_E", "e1", "e2", "center_x", "center_y")}
     lens |= {"gamma1": params["gamma1"], "gamma2": params["gamma2"]}
     perturbation = None
@@ -167,8 +186,6 @@ def render_arcs(
     magnification = unconvolved.sum(axis=(1, 2)) / sersic_flux(source)
     if psf is None:
         return unconvolved, magnification
-    from lensdask.lensing.image import convolve
-
     return convolve(unconvolved, psf), magnification
 
 
@@ -207,6 +224,13 @@ def paint_arcs(
     if np.any(~np.isfinite(lens_peak) | (lens_peak <= 0)):
         bad = int(np.argmax(~np.isfinite(lens_peak) | (lens_peak <= 0)))
         raise ValueError(f"cutouts: cutout {bad} has no positive galaxy peak at its centre")
-    scale = np.where(arc_peak > 0, peak_ratio * lens_peak / np.where(arc_peak > 0, arc_peak, 1), 0)
+    scale = arc_scale(arc_peak, lens_peak, peak_ratio)
     painted = cutouts + arcs * scale[:, None, None]
     return painted.astype(np.float32), scale
+
+
+def arc_scale(arc_peak: np.ndarray, lens_peak: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """Factor that makes arcs of peak ``arc_peak`` peak at ``ratio`` times ``lens_peak``
+    (0 for an empty arc), shape (B,)."""
+    arc_peak = np.asarray(arc_peak, dtype=np.float64)
+    return np.divide(ratio * lens_peak, arc_peak, out=np.zeros(arc_peak.shape), where=arc_peak > 0)

@@ -342,16 +342,9 @@ def make_examples(
     positive = np.flatnonzero(labels == 1)
     drawn = draw_lenses(positive.size, rng, config=config.lenses)
     grid = Grid(raw.shape[-1], pixel_scale, config.supersample)
+    arcs, magnification = render_arcs(drawn, rng, grid=grid, psf=psf, chunk=RENDER_CHUNK)
     images = raw.copy()
-    magnification = np.empty(positive.size)
-    arc_scale = np.empty(positive.size)
-    for start in range(0, positive.size, RENDER_CHUNK):
-        part = slice(start, start + RENDER_CHUNK)
-        arcs, magnification[part] = render_arcs(
-            {k: v[part] for k, v in drawn.items()}, rng, grid=grid, psf=psf
-        )
-        index = positive[part]
-        images[index], arc_scale[part] = paint_arcs(raw[index], arcs, drawn["arc_peak_ratio"][part])
+    images[positive], arc_scale = paint_arcs(raw[positive], arcs, drawn["arc_peak_ratio"])
     columns = {**drawn, "magnification": magnification, "arc_scale": arc_scale}
     params = {}
     for name, values in columns.items():

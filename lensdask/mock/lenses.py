@@ -22,7 +22,7 @@ import numpy as np
 from lensdask.catalog.cuts import CutMasks, target_masks
 from lensdask.config import MockLensConfig, SelectConfig
 from lensdask.lensing.image import Grid, convolve
-from lensdask.lensing.mocks import draw_lenses, render_arcs
+from lensdask.lensing.mocks import arc_scale, draw_lenses, render_arcs
 from lensdask.mock.population import colour_offset
 
 SUPERSAMPLE = 3
@@ -197,19 +197,14 @@ def plan_lenses(
     arcs = np.zeros((k, grid.size, grid.size), dtype=np.float32)
     magnification = np.zeros(k)
     arc_peak = np.zeros(k)
-    for start in range(0, k, BATCH):
+    for start in range(0, k, BATCH):  # float64 images of one batch at a time
         part = slice(start, start + BATCH)
         images, magnification[part] = render_arcs(
             {name: value[part] for name, value in shifted.items()}, rng, grid=grid, psf=None
         )
         arcs[part] = images
         arc_peak[part] = convolve(images, psf_r).max(axis=(1, 2))
-    scale = np.divide(
-        params["arc_peak_ratio"] * lens_peak_r,
-        arc_peak,
-        out=np.zeros(k),
-        where=arc_peak > 0,
-    )
+    scale = arc_scale(arc_peak, lens_peak_r, params["arc_peak_ratio"])
     return LensPlan(
         x=ix.astype(np.int64),
         y=iy.astype(np.int64),
