@@ -135,9 +135,10 @@ def main(verbose: int, quiet: bool) -> None:
     """lensdask: find strong gravitational lenses in wide imaging surveys with Dask.
 
     Stages, each a command: mock-survey (or ingest) -> select -> cutouts -> simulate ->
-    train (evaluate recomputes the test metrics).
-    `lensdask run JOB.yaml` chains them from one job file. Every command starts or joins a
-    Dask cluster (--cluster) and prints its dashboard link.
+    train (evaluate recomputes the test metrics) -> score -> candidates -> stamps; then
+    human grading (inspect, or zooniverse for citizen science) -> rank.
+    `lensdask run JOB.yaml` chains the stages from one job file. Every command that
+    computes starts or joins a Dask cluster (--cluster) and prints its dashboard link.
     """
     # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -521,6 +522,157 @@ def evaluate_cmd(model_dir: Path, trainset: Path, out: Path | None) -> None:
     echo_metrics(metrics.as_dict(), read_card(model_dir)["model_id"], out or model_dir)
 
 
+@main.command("score")
+@click.argument("cutouts", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="The model directory (model.keras + card.json) from `lensdask train`.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("scores.parquet"),
+    show_default=True,
+    help="The scores folder: one Parquet file per tile.",
+)
+@job_option("score", "batch size, read chunk")
+@click.option("--batch-size", type=int, help="Images per model call [1024 on GPU, 256 on CPU].")
+@cluster_options
+@handle_errors
+def score_cmd(
+    cutouts: Path, model_dir: Path, out: Path, job: Path | None, no_progress: bool, **opts: Any
+) -> None:
+    """Score every cutout of the store CUTOUTS with the classifier: p_cnn per target.
+
+    The model is loaded once on every worker (a GPU worker with --cluster cuda) and stays
+    there; one task per tile reads its cutouts, normalises them as the model card says and
+    predicts in batches of one fixed size. Writes OUT/<tile>.parquet (ID, THELI_NAME,
+    sample, p_cnn, model_id), one row per cutout, and checks the row counts against the
+    cutout store at the end. A rerun scores only tiles not scored with this model.
+    """
+    from lensdask.config import ScoreConfig
+    from lensdask.score.scoring import score_cutouts
+
+    config = section_config(job, "score", ScoreConfig(), {"batch_size": opts.pop("batch_size")})
+    with cluster_client(opts) as client:
+        report = score_cutouts(
+            cutouts, model_dir, out, config=config, client=client, progress=not no_progress
+        )
+    parts = ", ".join(f"{n} {sample}" for sample, n in sorted(report.per_sample.items()))
+    click.echo(
+        f"score: {report.rows} cutouts scored now ({parts or 'none'}) in {report.written} "
+        f"tiles, {report.skipped} tiles already scored, {len(report.units.failures)} failed; "
+        f"model {report.model_id} -> {report.out}"
+    )
+    for problem in report.problems:
+        click.echo(f"MISSING {problem}", err=True)
+    finish([report.units])
+    if report.problems:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command("candidates")
+@click.argument("scores", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("candidates.parquet"),
+    show_default=True,
+    help="The candidates file; summary, plots and tables are written next to it.",
+)
+@job_option("candidates", "thresholds, match radius, bins")
+@click.option("--lrg-threshold", type=float, help="p_cnn above which an LRG is a candidate [0.75].")
+@click.option("--bg-threshold", type=float, help="p_cnn above which a BG is a candidate [0.98].")
+@click.option(
+    "--targets",
+    type=click.Path(exists=True, path_type=Path),
+    help="The targets: add RA/Dec, MAG_AUTO and Z_B to the candidates; match known lenses.",
+)
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, path_type=Path),
+    help="Truth tables of injected lenses (a mock survey's lenses/): measure completeness.",
+)
+@click.option(
+    "--known",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV/Parquet of known lenses (ID or RAJ2000/DECJ2000): report which are recovered.",
+)
+@cluster_options
+@handle_errors
+def candidates_cmd(
+    scores: Path,
+    out: Path,
+    job: Path | None,
+    lrg_threshold: float | None,
+    bg_threshold: float | None,
+    targets: Path | None,
+    truth: Path | None,
+    known: Path | None,
+    no_progress: bool,
+    **opts: Any,
+) -> None:
+    """Pick the candidates from SCORES (`lensdask score`): p_cnn above each sample's
+    threshold (0.75 for LRGs, 0.98 for BGs by default, as Li et al. 2020).
+
+    Prints the candidates and their fraction per sample and writes OUT (by decreasing
+    p_cnn), OUT_summary.json and OUT_p_cnn.png (the p_cnn distributions, log scale). With
+    --truth (a mock survey's injected lenses) it measures the completeness by Einstein
+    radius and arc brightness and the non-lens candidates per 1000 targets; with --known
+    it reports which known lenses were recovered, and their p_cnn.
+    """
+    import dataclasses
+
+    from lensdask.config import CandidateConfig
+    from lensdask.score.candidates import select_candidates
+
+    config = section_config(job, "candidates", CandidateConfig(), {})
+    given = {"LRG": lrg_threshold, "BG": bg_threshold}
+    thresholds = {**config.thresholds, **{k: v for k, v in given.items() if v is not None}}
+    config = dataclasses.replace(config, thresholds=thresholds)
+    with cluster_client(opts) as client:
+        report = select_candidates(
+            scores,
+            out,
+            config=config,
+            client=client,
+            targets=targets,
+            truth=truth,
+            known=known or config.known,
+            progress=not no_progress,
+        )
+    echo_candidates(report.summary)
+    for name, path in report.files.items():
+        click.echo(f"{name} -> {path}")
+    finish([report.units])
+
+
+def echo_candidates(summary: dict[str, Any]) -> None:
+    """Print what `candidates` found: per sample, completeness, known lenses."""
+    for sample, entry in summary["samples"].items():
+        click.echo(
+            f"candidates: {sample}: {entry['candidates']} of {entry['scored']} with p_cnn > "
+            f"{entry['threshold']} ({100 * entry['fraction']:.3f}%)"
+        )
+    if "completeness" in summary:
+        c = summary["completeness"]
+        false = ", ".join(f"{s} {v:.2f}" for s, v in c["false_per_1000"].items())
+        click.echo(
+            f"injected lenses: {c['recovered']} of {c['scored']} scored recovered "
+            f"({100 * c['completeness']:.1f}%; {c['lenses'] - c['scored']} not scored); "
+            f"non-lens candidates per 1000 targets: {false}"
+        )
+    if "known" in summary:
+        k = summary["known"]
+        click.echo(
+            f"known lenses: {k['recovered']} of {k['known']} recovered "
+            f"({100 * k['fraction']:.0f}%; {k['scored']} scored)"
+        )
+
+
 @main.command("ingest")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -548,6 +700,369 @@ def ingest_cmd(source: Path, out: Path, job: Path | None, no_progress: bool, **o
         )
     click.echo(f"ingest: {report.rows} sources from {report.files} files -> {out}")
     finish([report.units])
+
+
+@main.command("stamps")
+@click.argument("candidates", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--cutouts",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="The cutout store holding the candidates' cutouts (g, r, i).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("stamps"),
+    show_default=True,
+    help="The stamps folder (PNG stamps per tile, contact sheets in OUT/sheets).",
+)
+@click.option(
+    "--ranking",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A ranking table (lensdask rank): the contact sheets show its candidates by "
+    "decreasing P instead of all candidates by decreasing p_CNN.",
+)
+@job_option("stamps", "bands, stretch, sheet size")
+@click.option("--stretch", type=float, help="Lupton linear stretch, in sky-noise sigma [5].")
+@click.option("--q", "q", type=float, help="Lupton asinh softening Q [8].")
+@click.option("--sheet-columns", type=int, help="Stamps per row of a contact sheet [6].")
+@click.option("--sheet-rows", type=int, help="Rows per contact sheet [5].")
+@click.option("--sheet-limit", type=int, help="Most candidates on the contact sheets [all].")
+@cluster_options
+@handle_errors
+def stamps_cmd(
+    candidates: Path,
+    cutouts: Path,
+    out: Path,
+    ranking: Path | None,
+    job: Path | None,
+    no_progress: bool,
+    **opts: Any,
+) -> None:
+    """Colour stamps of the CANDIDATES (Parquet or CSV) and contact sheets of them.
+
+    For each candidate a 20"x20" colour PNG (i, r, g as red, green, blue; Lupton asinh
+    stretch in units of the sky noise; the r band in grey when a band is missing) and an
+    r-band PNG, one task per tile, resumable tile by tile; then contact sheets in ranked
+    order with IDs and scores (Li et al. 2020, Figure 8), one task per sheet. The grading
+    page (lensdask inspect) and the Zooniverse export show these stamps.
+    """
+    from lensdask.config import StampConfig
+    from lensdask.review.stamps import make_stamps
+
+    names = ("stretch", "q", "sheet_columns", "sheet_rows", "sheet_limit")
+    overrides = {name: opts.pop(name) for name in names}
+    config = section_config(job, "stamps", StampConfig(), overrides)
+    with cluster_client(opts) as client:
+        report = make_stamps(
+            candidates,
+            cutouts,
+            out,
+            config=config,
+            ranking=ranking,
+            client=client,
+            progress=not no_progress,
+        )
+    click.echo(
+        f"stamps: {report.written} tiles written, {report.skipped} already complete, "
+        f"{len(report.units.failures)} failed; {report.stamps} candidates with stamps "
+        f"({report.grey} grey for want of a colour band); {len(report.sheets)} contact "
+        f"sheets -> {report.out}"
+    )
+    finish([report.units, report.sheet_units])
+
+
+class DefaultCommandGroup(click.Group):
+    """A command group that runs its default command when the first argument is not one
+    of its commands (``lensdask inspect CANDIDATES`` is ``lensdask inspect serve
+    CANDIDATES``)."""
+
+    def __init__(self, *args: Any, default_command: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--db`` option: the grades database."""
+    return click.option(
+        "--db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("grades.sqlite"),
+        show_default=True,
+        help="The grades database (SQLite file, created if needed).",
+    )(func)
+
+
+@main.group("inspect", cls=DefaultCommandGroup, default_command="serve")
+def inspect_group() -> None:
+    """Blind visual inspection of the candidates by several graders, in a web page.
+
+    \b
+      lensdask inspect add-grader alice --db grades.sqlite   # prints alice's personal link
+      lensdask inspect CANDIDATES --stamps stamps --db grades.sqlite   # serve the page
+      lensdask inspect export --db grades.sqlite --out grades.csv
+
+    Graders see the stamps only (never p_CNN nor others' grades), in their own fixed random
+    order, and grade with the keys A/B/C/D (10/7/3/0); every grade is stored at once.
+    """
+
+
+@inspect_group.command("serve")
+@click.argument("candidates", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--stamps",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("stamps"),
+    show_default=True,
+    help="The stamps folder of `lensdask stamps`.",
+)
+@db_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 every interface "
+    "(graders on other machines; prefer an SSH tunnel).",
+)
+@click.option("--port", type=int, default=8765, show_default=True, help="TCP port (0: any).")
+@click.option("--mono-band", default="r", show_default=True, help="Band of the single-band stamps.")
+@handle_errors
+def inspect_serve_cmd(
+    candidates: Path, stamps: Path, db: Path, host: str, port: int, mono_band: str
+) -> None:
+    """Serve the grading page for the CANDIDATES (Parquet or CSV with ID) until Ctrl-C.
+
+    Each grader opens their personal link (from `lensdask inspect add-grader`); a request
+    without a valid token is refused. Grades go into the SQLite database at once, so the
+    server can be stopped and started again without losing any.
+    """
+    from lensdask.review.server import make_server
+    from lensdask.review.tables import read_candidates
+
+    ids = read_candidates(candidates, require=(), keep_nan=True)["candidate_id"].tolist()
+    server = make_server(db, stamps, ids, host=host, port=port, mono_band=mono_band)
+    progress = server.app.store.progress()
+    click.echo(f"grading {len(ids)} candidates at {server.url} (grades in {db})")
+    if not progress:
+        click.echo("no graders yet: add them with `lensdask inspect add-grader NAME`", err=True)
+    for name, count in progress.items():
+        click.echo(f"  {name}: {count} graded")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped; every grade is saved", err=True)
+    finally:
+        server.server_close()
+
+
+@inspect_group.command("add-grader")
+@click.argument("name")
+@db_option
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8765",
+    show_default=True,
+    help="Address graders reach the server at, for the printed link.",
+)
+@click.option(
+    "--reset", is_flag=True, help="Give an existing grader a new link (the old one dies)."
+)
+@handle_errors
+def inspect_add_grader_cmd(name: str, db: Path, url: str, reset: bool) -> None:
+    """Add grader NAME and print their personal link (shown once; keep it private)."""
+    from lensdask.review.grades import GradeStore
+    from lensdask.review.server import grader_link
+
+    token = GradeStore(db).add_grader(name, reset=reset)
+    click.echo(grader_link(url, token))
+
+
+@inspect_group.command("graders")
+@db_option
+@handle_errors
+def inspect_graders_cmd(db: Path) -> None:
+    """List the graders and how many candidates each has graded."""
+    from lensdask.review.grades import GradeStore
+
+    store = GradeStore(db)
+    total = len(store.candidates())
+    for name, count in store.progress().items():
+        click.echo(f"{name}: {count} of {total} graded")
+
+
+@inspect_group.command("export")
+@db_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("grades.csv"),
+    show_default=True,
+    help="The grades CSV (candidate_id,grader,grade).",
+)
+@handle_errors
+def inspect_export_cmd(db: Path, out: Path) -> None:
+    """Export every grade of the database as CSV candidate_id,grader,grade."""
+    from lensdask.review.grades import GradeStore
+
+    if not db.exists():
+        raise click.ClickException(f"grades database {db} does not exist")
+    rows = GradeStore(db).export_csv(out)
+    click.echo(f"{rows} grades -> {out}")
+
+
+@main.command("rank")
+@click.option(
+    "--scores",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Candidates or scores (Parquet file or folder, or CSV) with ID or candidate_id and "
+    "p_cnn; RAJ2000, DECJ2000, MAG_AUTO, Z_B fill the LaTeX table.",
+)
+@click.option(
+    "--grades",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    multiple=True,
+    help="Grades CSV (candidate_id,grader,grade); repeat for several files.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The ranking table: .csv, .ecsv (units, descriptions) or .parquet.",
+)
+@click.option(
+    "--latex",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="LaTeX table of the high-quality candidates [OUT with .tex].",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="p_CNN against p_hum plot [OUT_pcnn_phum.png].",
+)
+@handle_errors
+def rank_cmd(
+    scores: Path, grades: tuple[Path, ...], out: Path, latex: Path | None, plot: Path | None
+) -> None:
+    """Rank the graded candidates by P = p_CNN * p_hum (Li et al. 2020, Table 1).
+
+    s_ave is the mean grade (A/B/C/D = 10/7/3/0), s_rms its population standard
+    deviation, p_hum = s_ave/10, n_zero the number of D grades; quality is golden for
+    P >= 0.7, high for P >= 0.5, else low. Unknown grade letters or candidates, a grader's
+    second grade of a candidate and graded candidates without p_cnn are errors naming the
+    rows. Also writes the LaTeX table of the high-quality candidates and the plot of p_CNN
+    against p_hum marking candidates graded both A and D (Figure 5).
+    """
+    from lensdask.review.rank import rank_files
+
+    latex = latex or out.with_suffix(".tex")
+    plot = plot or out.with_name(f"{out.stem}_pcnn_phum.png")
+    table = rank_files(scores, list(grades), out, latex=latex, plot=plot)
+    counts = table["quality"].value_counts()
+    click.echo(
+        f"rank: {len(table)} graded candidates: {counts.get('golden', 0)} golden "
+        f"(P >= 0.7), {counts.get('high', 0)} more high-quality (P >= 0.5), "
+        f"{counts.get('low', 0)} low -> {out}"
+    )
+    click.echo(f"LaTeX table -> {latex}; plot -> {plot}")
+
+
+@main.group("zooniverse")
+def zooniverse_group() -> None:
+    """Citizen science: a Zooniverse subject manifest of the candidates, and its
+    classifications back as grades (for samples too large for a few graders)."""
+
+
+@zooniverse_group.command("export")
+@click.argument("candidates", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--stamps",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("stamps"),
+    show_default=True,
+    help="The stamps folder of `lensdask stamps`.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for manifest.csv and images/.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subject order.")
+@handle_errors
+def zooniverse_export_cmd(candidates: Path, stamps: Path, out: Path, seed: int) -> None:
+    """Write a subject manifest (manifest.csv) and images of the CANDIDATES into OUT.
+
+    Upload with the Panoptes CLI (panoptes subject-set upload-subjects SET_ID
+    OUT/manifest.csv). Images are named by an opaque key and the rows shuffled; the
+    candidate ID is hidden metadata (#candidate_id); p_CNN is not included.
+    """
+    from lensdask.review.tables import read_candidates
+    from lensdask.review.zooniverse import export_subjects
+
+    ids = read_candidates(candidates, require=(), keep_nan=True)["candidate_id"].tolist()
+    manifest = export_subjects(ids, stamps, out, seed=seed)
+    click.echo(f"zooniverse: {len(ids)} subjects -> {manifest}")
+
+
+@zooniverse_group.command("import")
+@click.argument("classifications", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The grades CSV to write (candidate_id,grader,grade).",
+)
+@click.option(
+    "--scores",
+    type=click.Path(exists=True, path_type=Path),
+    help="Candidates or scores file: classifications of other IDs are errors.",
+)
+@click.option("--task", default="T0", show_default=True, help="The task whose answer is the grade.")
+@click.option("--workflow-id", help="Take only this workflow's classifications.")
+@click.option(
+    "--keep-last",
+    is_flag=True,
+    help="Keep a volunteer's last classification of a subject they classified more than "
+    "once (default: an error).",
+)
+@handle_errors
+def zooniverse_import_cmd(
+    classifications: Path,
+    out: Path,
+    scores: Path | None,
+    task: str,
+    workflow_id: str | None,
+    keep_last: bool,
+) -> None:
+    """Turn a Zooniverse CLASSIFICATIONS export (CSV) into a grades CSV for `lensdask rank`.
+
+    Each classification is the grade of grader zooniverse:<user_name>; the answer to
+    TASK is a label starting with A/B/C/D or the answer's index 0-3.
+    """
+    from lensdask.review.grades import write_grades_csv
+    from lensdask.review.tables import read_candidates
+    from lensdask.review.zooniverse import import_classifications
+
+    known = (
+        read_candidates(scores, require=(), keep_nan=True)["candidate_id"]
+        if scores is not None
+        else None
+    )
+    grades = import_classifications(
+        classifications, task=task, workflow_id=workflow_id, known=known, keep_last=keep_last
+    )
+    write_grades_csv(grades, out)
+    click.echo(
+        f"zooniverse: {len(grades)} grades by {grades['grader'].nunique()} volunteers -> {out}"
+    )
 
 
 @main.command("run")

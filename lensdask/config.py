@@ -10,6 +10,7 @@ Dask's own configuration.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import types
 import typing
@@ -457,6 +458,130 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScoreConfig:
+    """Scoring every cutout with a trained classifier."""
+
+    batch_size: int | None = None
+    """Images per model call, fixed for every call (the last one is padded): None picks
+    1024 on a GPU and 256 on a CPU."""
+    read_chunk: int = 1024
+    """Cutouts read from the store at a time; the next chunk is read while the model works
+    on the current one."""
+    mixed_precision: bool | None = None
+    """float16 compute: None (default) turns it on where a GPU is used."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"score.batch_size: must be >= 1, got {self.batch_size}")
+        if self.read_chunk < 1:
+            raise ConfigError(f"score.read_chunk: must be >= 1, got {self.read_chunk}")
+
+
+DEFAULT_THRESHOLDS: Mapping[str, float] = types.MappingProxyType({"LRG": 0.75, "BG": 0.98})
+"""The reference run's p_cnn thresholds of candidates, per sample."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateConfig:
+    """Which scored targets become candidates, and how recovery is measured."""
+
+    thresholds: Mapping[str, float] = field(default_factory=lambda: {"LRG": 0.75, "BG": 0.98})
+    """Per sample: a target is a candidate when its ``p_cnn`` is above this (Li et al.
+    2020: 0.75 for LRGs, 0.98 for other bright galaxies)."""
+    match_radius: float = 1.0
+    """arcsec: a known lens given by RA/Dec is the scored target nearest to it within this."""
+    theta_e_bins: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 5.0)
+    """arcsec: edges of the Einstein-radius bins of the completeness table."""
+    arc_ratio_bins: tuple[float, ...] = (0.02, 0.04, 0.08, 0.15, 0.3)
+    """Edges of the arc-brightness bins (arc peak / lens galaxy peak) of the completeness
+    table."""
+    known: Path | None = None
+    """CSV or Parquet of known lenses or earlier candidates (``ID``, or ``RAJ2000`` and
+    ``DECJ2000`` in deg) whose recovery is reported."""
+
+    def __post_init__(self) -> None:
+        thresholds = {**DEFAULT_THRESHOLDS, **dict(self.thresholds)}
+        unknown = sorted(set(thresholds) - set(DEFAULT_THRESHOLDS))
+        if unknown:
+            raise ConfigError(
+                f"candidates.thresholds: one p_cnn threshold per sample (LRG, BG), got {thresholds}"
+            )
+        for sample, value in thresholds.items():
+            if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+                raise ConfigError(f"candidates.thresholds.{sample}: must be in [0, 1), got {value}")
+        object.__setattr__(self, "thresholds", thresholds)
+        if not self.match_radius > 0:
+            raise ConfigError(f"candidates.match_radius: must be > 0, got {self.match_radius}")
+        for name in ("theta_e_bins", "arc_ratio_bins"):
+            edges = tuple(float(edge) for edge in getattr(self, name))
+            if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ConfigError(
+                    f"candidates.{name}: needs at least two increasing edges, got {edges}"
+                )
+            object.__setattr__(self, name, edges)
+        if self.known is not None:
+            object.__setattr__(self, "known", Path(self.known))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StampConfig:
+    """Colour stamps of the candidates and contact sheets of them (``lensdask stamps``).
+
+    A colour stamp is :func:`astropy.visualization.make_lupton_rgb` of three bands after
+    subtracting each band's sky (median) and dividing all three by the mono band's sky noise,
+    so ``stretch`` and ``minimum`` are in units of that noise whatever the survey's units.
+    """
+
+    rgb_bands: tuple[str, ...] = ("i", "r", "g")
+    """Bands of the red, green and blue channels (KiDS: i, r, g)."""
+    mono_band: str = "r"
+    """Band of the single-band stamps, and of the colour stamp (grey) when a colour band
+    is missing from the store or has no data in the stamp."""
+    band_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    """Multipliers of the red, green and blue bands (after sky subtraction), to balance
+    the colours."""
+    q: float = 8.0
+    """asinh softening parameter Q of the Lupton stretch (> 0; larger compresses the bright
+    end more)."""
+    stretch: float = 5.0
+    """Linear stretch of the Lupton mapping, in units of the mono band's sky noise sigma
+    (> 0; smaller shows fainter features, saturates sooner)."""
+    minimum: float = 0.0
+    """Intensity shown black, in units of the mono band's sky noise sigma (0: the sky)."""
+    sheet_columns: int = 6
+    """Stamps per row of a contact sheet."""
+    sheet_rows: int = 5
+    """Rows of stamps per contact sheet."""
+    sheet_limit: int | None = None
+    """Most candidates on the contact sheets, from the top of the ranking (None: all)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rgb_bands", tuple(self.rgb_bands))
+        object.__setattr__(self, "band_weights", tuple(self.band_weights))
+        if len(self.rgb_bands) != 3 or not all(
+            isinstance(band, str) and band for band in self.rgb_bands
+        ):
+            raise ConfigError(
+                f"stamps.rgb_bands: three band names (red, green, blue), got {self.rgb_bands!r}"
+            )
+        if not isinstance(self.mono_band, str) or not self.mono_band:
+            raise ConfigError(f"stamps.mono_band: a band name, got {self.mono_band!r}")
+        if len(self.band_weights) != 3 or not all(
+            isinstance(w, int | float) and w > 0 for w in self.band_weights
+        ):
+            raise ConfigError(f"stamps.band_weights: three numbers > 0, got {self.band_weights!r}")
+        if not self.q > 0:
+            raise ConfigError(f"stamps.q: must be > 0, got {self.q}")
+        if not self.stretch > 0:
+            raise ConfigError(f"stamps.stretch: must be > 0 sigma, got {self.stretch}")
+        for name in ("sheet_columns", "sheet_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"stamps.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.sheet_limit is not None and self.sheet_limit < 1:
+            raise ConfigError(f"stamps.sheet_limit: must be >= 1 or null, got {self.sheet_limit}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     """A whole job: where it works and the configuration of each stage it runs."""
 
@@ -478,13 +603,22 @@ class JobConfig:
     """Build the training set ``workdir/trainset.zarr`` from the cutouts."""
     train: TrainConfig | None = None
     """Train the classifier on the training set into ``workdir/model``."""
+    model: Path | None = None
+    """An existing model directory to score with (default: the one ``train`` makes)."""
+    score: ScoreConfig | None = None
+    """Score every cutout with the model into ``workdir/scores.parquet``."""
+    candidates: CandidateConfig | None = None
+    """Pick the candidates from the scores into ``workdir/candidates.parquet``."""
+    stamps: StampConfig | None = None
+    """Colour stamps and contact sheets of the candidates into ``workdir/stamps``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workdir", Path(self.workdir))
         if self.images is not None:
             object.__setattr__(self, "images", Path(self.images))
-        if self.catalog is not None:
-            object.__setattr__(self, "catalog", Path(self.catalog))
+        for name in ("catalog", "model"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         given = [
             name for name in ("catalog", "mock_survey", "ingest") if getattr(self, name) is not None
         ]

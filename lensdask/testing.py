@@ -257,3 +257,94 @@ def write_cutout_store(
             Marker(unit=tile, rows=n, ids_hash=ids_hash(ids), config_hash="testing", files={}),
         )
     return path
+
+
+def write_candidates(
+    path: str | Path,
+    store: str | Path,
+    *,
+    per_tile: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A candidates file (the ``lensdask candidates`` contract) for the cutouts of ``store``.
+
+    Takes the first ``per_tile`` cutouts (all by default) of every complete tile, gives
+    them distinct float32 ``p_cnn`` in (0.75, 1) and writes one Parquet file sorted by
+    decreasing ``p_cnn``, with ``ID``, ``THELI_NAME``, ``sample``, ``p_cnn``, ``model_id``,
+    ``RAJ2000``, ``DECJ2000`` (deg), ``MAG_AUTO`` and ``Z_B`` (one NaN).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows written, in file order.
+    """
+    import zarr
+
+    from lensdask.cutouts.store import complete_tiles
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for tile in complete_tiles(store):
+        group = zarr.open_group(str(Path(store) / tile), mode="r")
+        n = group["ID"].shape[0] if per_tile is None else min(per_tile, group["ID"].shape[0])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "ID": group["ID"][:n].tolist(),
+                    "THELI_NAME": tile,
+                    "sample": group["sample"][:n].tolist(),
+                    "RAJ2000": group["RAJ2000"][:n],
+                    "DECJ2000": group["DECJ2000"][:n],
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    m = len(frame)
+    frame["p_cnn"] = np.linspace(0.999, 0.751, m).astype(np.float32)
+    frame["model_id"] = "test-model"
+    frame["MAG_AUTO"] = rng.uniform(17.0, 21.0, m).astype(np.float32)
+    frame["Z_B"] = rng.uniform(0.1, 0.8, m)
+    if m:
+        frame.loc[m - 1, "Z_B"] = np.nan
+    columns = ["ID", "THELI_NAME", "sample", "p_cnn", "model_id", "RAJ2000", "DECJ2000"]
+    frame = frame[[*columns, "MAG_AUTO", "Z_B"]]
+    write_parquet_catalog(frame, path)
+    return frame
+
+
+def write_untrained_model(
+    path: str | Path, *, width: float = 1 / 16, size: int = 101, band: str = "r", seed: int = 0
+) -> Path:
+    """A model directory holding an untrained ResNet-18 (seeded weights) and its card, as
+    :func:`lensdask.nn.train.train_model` writes them: for tests of the stages that use a
+    model without training one.
+
+    Parameters
+    ----------
+    path : path
+        The model directory to create.
+    width : float
+        Width multiplier of the network.
+    size : int, pixels
+        Input stamp side.
+    band : str
+        The band the card says the model takes.
+    seed : int
+        Seed of the weights.
+    """
+    from lensdask.nn.card import library_versions, write_model_dir
+    from lensdask.nn.model import architecture, build_resnet18
+    from lensdask.normalise import NORMALISATION
+
+    model = build_resnet18(input_shape=(size, size, 1), width=width, seed=seed)
+    card = {
+        "architecture": architecture(model),
+        "input_shape": [size, size, 1],
+        "normalisation": NORMALISATION,
+        "band": band,
+        "seed": seed,
+        "training": None,
+        "libraries": library_versions(),
+    }
+    write_model_dir(model, path, card=card)
+    return Path(path)

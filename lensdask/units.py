@@ -123,6 +123,16 @@ def commit_file(staged: Path, final: Path) -> None:
     os.replace(staged, final)
 
 
+def folder_files(root: Path, folder: Path) -> dict[str, int]:
+    """Paths (relative to ``root``) and sizes of every file under ``folder``: what a unit
+    committed as a folder lists in its marker."""
+    return {
+        str(path.relative_to(root)): path.stat().st_size
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file()
+    }
+
+
 def write_marker(root: Path, marker: Marker) -> None:
     """Write the completion marker of a unit, atomically, after its data is in place."""
     path = marker_path(root, marker.unit)

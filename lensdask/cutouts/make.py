@@ -32,6 +32,7 @@ from lensdask.units import (
     clear_marker,
     config_hash,
     file_state,
+    folder_files,
     ids_hash,
     staging_path,
     write_marker,
@@ -244,11 +245,7 @@ def cutout_tile(
     )
     final = out / tile
     commit_tile_group(staged, final)
-    files = {
-        str(path.relative_to(out)): path.stat().st_size
-        for path in sorted(final.rglob("*"))
-        if path.is_file()
-    }
+    files = folder_files(out, final)
     counts = {
         "cutouts": int(keep.size),
         "outside": attrs["n_outside"],

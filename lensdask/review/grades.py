@@ -1,0 +1,326 @@
+"""Grades: the SQLite store behind the grading page, graders and their access tokens, and
+grades CSV files (``candidate_id,grader,grade``) checked row by row.
+
+Graders give A/B/C/D = 10/7/3/0 (Li et al. 2020). The store keeps one grade per grader and
+candidate (a new grade replaces the old one) with the time it was given, and is written
+at once on every grade, so a restart of the server loses nothing. Access tokens are shown
+once when a grader is added; only their SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import logging
+import re
+import secrets
+import sqlite3
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from lensdask.review.tables import ReviewInputError, problem_message
+
+logger = logging.getLogger(__name__)
+
+GRADE_VALUES: Mapping[str, int] = types.MappingProxyType({"A": 10, "B": 7, "C": 3, "D": 0})
+"""Numeric value of each grade letter (Li et al. 2020)."""
+GRADES_COLUMNS = ("candidate_id", "grader", "grade")
+"""Columns of a grades CSV file."""
+GRADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    candidate_id TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS graders (
+    name TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    seed INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grades (
+    candidate_id TEXT NOT NULL REFERENCES candidates (candidate_id),
+    grader TEXT NOT NULL REFERENCES graders (name),
+    grade TEXT NOT NULL CHECK (grade IN ('A', 'B', 'C', 'D')),
+    time TEXT NOT NULL,
+    PRIMARY KEY (candidate_id, grader)
+);
+"""
+
+
+class GradeError(ReviewInputError):
+    """Grades that cannot be taken: unknown letters or candidates, repeated grades."""
+
+
+def candidate_key(candidate_id: str) -> str:
+    """An opaque key of a candidate for URLs and file names (16 hex digits of its SHA-256):
+    it says nothing about the candidate's rank."""
+    return hashlib.sha256(candidate_id.encode()).hexdigest()[:16]
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of an access token, as stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class GradeStore:
+    """The grades database (SQLite, one file); safe to use from several threads, each
+    call opens its own connection.
+
+    Parameters
+    ----------
+    path : path
+        The SQLite file, created with its tables if it does not exist.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction: committed when the block ends, rolled back on error."""
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.execute("PRAGMA foreign_keys=ON")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def add_candidates(self, ids: Iterable[str]) -> int:
+        """Make the candidates ``ids`` gradable; returns how many were new."""
+        with self.connect() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO candidates (candidate_id) VALUES (?)",
+                ((cid,) for cid in ids),
+            )
+            return db.total_changes - before
+
+    def candidates(self) -> list[str]:
+        """Every candidate known to the store, sorted."""
+        with self.connect() as db:
+            return [row[0] for row in db.execute("SELECT candidate_id FROM candidates ORDER BY 1")]
+
+    def add_grader(self, name: str, *, reset: bool = False) -> str:
+        """Add grader ``name`` and return their new access token (shown only now).
+
+        Parameters
+        ----------
+        name : str
+            Letters, digits and ``_.@:-``, at most 64 characters.
+        reset : bool
+            Give an existing grader a new token (the old link stops working; their grades
+            and order stay).
+        """
+        if not GRADER_NAME.match(name):
+            raise ValueError(
+                f"grader name {name!r}: use letters, digits and _.@:- (at most 64 characters)"
+            )
+        token = secrets.token_urlsafe(24)
+        with self.connect() as db:
+            exists = db.execute("SELECT 1 FROM graders WHERE name = ?", (name,)).fetchone()
+            if exists and not reset:
+                raise ValueError(f"grader {name!r} exists already; --reset gives a new link")
+            if exists:
+                db.execute(
+                    "UPDATE graders SET token_sha256 = ? WHERE name = ?",
+                    (token_digest(token), name),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO graders (name, token_sha256, seed, created) VALUES (?, ?, ?, ?)",
+                    (name, token_digest(token), secrets.randbits(62), now()),
+                )
+        logger.info("grader %s %s", name, "has a new token" if exists else "added")
+        return token
+
+    def graders(self) -> list[str]:
+        """The graders' names, sorted."""
+        with self.connect() as db:
+            return [row[0] for row in db.execute("SELECT name FROM graders ORDER BY 1")]
+
+    def grader_of(self, token: str | None) -> str | None:
+        """The grader whose access token is ``token``, or None."""
+        if not token:
+            return None
+        with self.connect() as db:
+            row = db.execute(
+                "SELECT name FROM graders WHERE token_sha256 = ?", (token_digest(token),)
+            ).fetchone()
+        return row[0] if row else None
+
+    def order(self, grader: str, ids: Iterable[str]) -> list[str]:
+        """The candidates ``ids`` in the grader's own random order, the same every time
+        (and stable when candidates are added: they fall in between)."""
+        with self.connect() as db:
+            row = db.execute("SELECT seed FROM graders WHERE name = ?", (grader,)).fetchone()
+        if row is None:
+            raise KeyError(f"no grader {grader!r}")
+        seed = row[0]
+        return sorted(ids, key=lambda cid: hashlib.sha256(f"{seed}\n{cid}".encode()).digest())
+
+    def set_grade(
+        self, grader: str, candidate_id: str, grade: str, *, time: str | None = None
+    ) -> None:
+        """Store (or replace) the grade of ``candidate_id`` by ``grader``, at once."""
+        if grade not in GRADE_VALUES:
+            raise GradeError(f"grade {grade!r} is not one of {', '.join(GRADE_VALUES)}")
+        try:
+            with self.connect() as db:
+                db.execute(
+                    "INSERT INTO grades (candidate_id, grader, grade, time) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (candidate_id, grader) "
+                    "DO UPDATE SET grade = excluded.grade, time = excluded.time",
+                    (candidate_id, grader, grade, time or now()),
+                )
+        except sqlite3.IntegrityError:
+            raise GradeError(
+                f"cannot store grade {grade} of {candidate_id!r} by {grader!r}: "
+                "unknown candidate or grader"
+            ) from None
+
+    def grades(self, grader: str | None = None) -> pd.DataFrame:
+        """All grades (or one grader's): ``candidate_id, grader, grade, time``, sorted by
+        candidate and grader."""
+        query = "SELECT candidate_id, grader, grade, time FROM grades"
+        params: tuple[str, ...] = ()
+        if grader is not None:
+            query += " WHERE grader = ?"
+            params = (grader,)
+        with self.connect() as db:
+            rows = db.execute(query + " ORDER BY candidate_id, grader", params).fetchall()
+        return pd.DataFrame(rows, columns=[*GRADES_COLUMNS, "time"], dtype=object)
+
+    def progress(self) -> dict[str, int]:
+        """Number of grades given by each grader (0 for those who gave none)."""
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT g.name, COUNT(r.grade) FROM graders g "
+                "LEFT JOIN grades r ON r.grader = g.name GROUP BY g.name ORDER BY g.name"
+            ).fetchall()
+        return dict(rows)
+
+    def export_csv(self, path: str | Path) -> int:
+        """Write every grade as CSV ``candidate_id,grader,grade``; returns the rows written."""
+        grades = self.grades()
+        write_grades_csv(grades, path)
+        return len(grades)
+
+
+def write_grades_csv(grades: pd.DataFrame, path: str | Path) -> Path:
+    """Write grades (``candidate_id``, ``grader``, ``grade``) as a CSV file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(GRADES_COLUMNS)
+        writer.writerows(grades[list(GRADES_COLUMNS)].itertuples(index=False, name=None))
+    return path
+
+
+def grade_problems(
+    grades: pd.DataFrame,
+    *,
+    known: Iterable[str] | None = None,
+    where: Callable[[int], str] = lambda k: f"row {k + 1}",
+) -> list[str]:
+    """Everything wrong with a grades frame, one line per problem, naming the row.
+
+    Parameters
+    ----------
+    grades : pandas.DataFrame
+        ``candidate_id``, ``grader``, ``grade``.
+    known : iterable of str, optional
+        The candidate IDs grades may refer to (None: any).
+    where : callable
+        Row position -> how to name it in a message (``line 5``, ``grades.csv line 5``).
+
+    Returns
+    -------
+    list of str
+        Empty when every row is good: a grade letter of A/B/C/D, a known candidate, a
+        grader, and at most one grade per grader and candidate.
+    """
+    problems = []
+    known_ids = None if known is None else set(known)
+    seen: dict[tuple[str, str], int] = {}
+    rows = zip(grades["candidate_id"], grades["grader"], grades["grade"], strict=True)
+    for k, (cid, grader, grade) in enumerate(rows):
+        if not isinstance(cid, str) or not cid:
+            problems.append(f"{where(k)}: no candidate_id")
+            continue
+        if not isinstance(grader, str) or not grader:
+            problems.append(f"{where(k)}: no grader for candidate {cid!r}")
+            continue
+        if grade not in GRADE_VALUES:
+            shown = "nothing" if not isinstance(grade, str) or not grade else repr(grade)
+            problems.append(
+                f"{where(k)}: grade {shown} of {cid!r} by {grader!r} is not one of A, B, C, D"
+            )
+        if known_ids is not None and cid not in known_ids:
+            problems.append(f"{where(k)}: candidate {cid!r} is not among the scored candidates")
+        first = seen.setdefault((cid, grader), k)
+        if first != k:
+            problems.append(
+                f"{where(k)}: grader {grader!r} graded {cid!r} again (first at {where(first)})"
+            )
+    return problems
+
+
+def read_grades(
+    paths: str | Path | Sequence[str | Path], *, known: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Read and check grades CSV files (``candidate_id,grader,grade``, more columns allowed).
+
+    Every problem (unknown grade letter or candidate, a grader's second grade of a
+    candidate, also across files, missing values) is reported with its file and line;
+    nothing is dropped or counted twice.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``candidate_id``, ``grader``, ``grade`` of all files, in file order.
+
+    Raises
+    ------
+    GradeError
+        Listing the bad rows.
+    """
+    paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    frames, places = [], []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"grades file {path} does not exist")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        missing = [name for name in GRADES_COLUMNS if name not in frame.columns]
+        if missing:
+            raise GradeError(
+                f"{path}: missing column(s) {', '.join(missing)}; a grades file has "
+                f"{','.join(GRADES_COLUMNS)}"
+            )
+        frame = frame[list(GRADES_COLUMNS)].apply(lambda column: column.str.strip())
+        frames.append(frame)
+        places.extend(f"{path} line {line}" for line in range(2, len(frame) + 2))
+    grades = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=GRADES_COLUMNS)
+    )
+    problems = grade_problems(grades, known=known, where=lambda k: places[k])
+    if problems:
+        name = paths[0] if len(paths) == 1 else "grades"
+        raise GradeError(problem_message(name, problems))
+    return grades.astype(object)

@@ -1,0 +1,1 @@
+"""Scoring every cutout with the classifier resident on the workers, and candidates."""

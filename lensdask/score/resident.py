@@ -1,0 +1,225 @@
+"""The classifier resident on every worker: loaded once per worker process, kept there.
+
+Tasks carry a model directory and its ``model_id``, never weights. The first use on a
+worker (or :class:`ModelPlugin`'s setup, when a scoring run starts or a worker joins)
+loads the model with Keras' safe mode after checking its card's hash, prepares the Keras
+backend for the device (TensorFlow's GPU memory growth so that it shares the GPU, mixed
+precision on GPUs, the worker's threads on CPUs), compiles it for its one batch shape and
+keeps it in this process's :data:`MODELS`; every later task on that worker finds it there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from lensdask.config import ScoreConfig
+
+logger = logging.getLogger(__name__)
+
+GPU_BATCH = 1024
+"""Images per model call on a GPU when the configuration does not say."""
+CPU_BATCH = 256
+"""Images per model call on a CPU when the configuration does not say."""
+
+MODELS: dict[str, ResidentModel] = {}
+"""The models resident in this process, by model id."""
+LOADS: Counter[str] = Counter()
+"""How many times each model id was loaded in this process (once, unless evicted)."""
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ResidentModel:
+    """A loaded classifier and how it runs here."""
+
+    model: Any
+    """The Keras model (float16 compute on GPUs when mixed precision is on)."""
+    card: dict[str, Any]
+    """Its model card."""
+    device: str
+    """``"gpu"`` or ``"cpu"``."""
+    batch_size: int
+    """Images per model call, the same for every call."""
+    mixed_precision: bool
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """One model call at a time: Keras' JAX backend donates the model's state buffers to
+    each call, so concurrent calls from a worker's threads would find them deleted."""
+
+    @property
+    def model_id(self) -> str:
+        """The card's model id (hash of ``model.keras``)."""
+        return self.card["model_id"]
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """p_CNN of images already normalised to [0, 255], shape (N, H, W), float32.
+
+        Safe to call from several threads: the calls take turns on the model, while the
+        threads' reading and normalising go on in parallel.
+        """
+        from lensdask.nn.evaluate import predict_images
+
+        with self.lock:
+            return predict_images(self.model, images, batch_size=self.batch_size)
+
+
+def prepare_backend(*, threads: int | None = None) -> bool:
+    """Set the Keras backend up for scoring in this process; True when it uses a GPU.
+
+    Must run before the backend is first imported to take full effect: TensorFlow's oneDNN
+    kernels (measured 1.5x faster on CPUs), JAX without pre-allocating the GPU's memory, and
+    ``threads`` CPU threads per operation (a worker's threads). Where the backend is already
+    running, what it set stays.
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import keras
+
+    from lensdask.nn.train import has_gpu
+
+    backend = keras.backend.backend()
+    if threads and backend == "tensorflow":
+        import tensorflow as tf
+
+        with contextlib.suppress(RuntimeError):  # already initialised
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif threads and backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    return has_gpu()  # switches TensorFlow's memory growth on
+
+
+def load_resident(
+    model_dir: str | Path,
+    model_id: str,
+    *,
+    config: ScoreConfig | None = None,
+    threads: int | None = None,
+) -> ResidentModel:
+    """The resident model ``model_id`` of this process, loading it the first time.
+
+    Parameters
+    ----------
+    model_dir : path
+        The model directory (``model.keras`` + ``card.json``).
+    model_id : str
+        The id the caller planned with; a model directory whose card now says otherwise
+        (retrained or damaged since) is refused.
+    config : ScoreConfig, optional
+        Batch size and mixed precision.
+    threads : int, optional
+        CPU threads for the backend (a worker's ``nthreads``).
+
+    Raises
+    ------
+    lensdask.nn.card.ModelError
+        If the model is missing, damaged or not ``model_id``.
+    """
+    with _LOCK:
+        resident = MODELS.get(model_id)
+        if resident is None:
+            resident = _load(Path(model_dir), model_id, config or ScoreConfig(), threads)
+            MODELS[model_id] = resident
+            LOADS[model_id] += 1
+        return resident
+
+
+def _load(model_dir: Path, model_id: str, config: ScoreConfig, threads: int | None):
+    gpu = prepare_backend(threads=threads)
+    from lensdask.nn.card import ModelError, load_model
+
+    model, card = load_model(model_dir)
+    if card["model_id"] != model_id:
+        raise ModelError(
+            f"{model_dir}: holds model {card['model_id']}, not {model_id} that this run "
+            "was planned with (retrained since?)"
+        )
+    mixed = gpu if config.mixed_precision is None else config.mixed_precision
+    if mixed and model.dtype_policy.name == "float32":
+        model = _mixed_copy(model, card)
+    batch = config.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+    # compile the one batch shape now, so that no task pays for it
+    model.predict_on_batch(np.zeros((batch, *card["input_shape"]), dtype=np.float32))
+    logger.info(
+        "model %s resident on %s (batch %d, mixed precision %s)",
+        model_id,
+        "GPU" if gpu else "CPU",
+        batch,
+        mixed,
+    )
+    return ResidentModel(
+        model=model,
+        card=card,
+        device="gpu" if gpu else "cpu",
+        batch_size=batch,
+        mixed_precision=bool(mixed),
+    )
+
+
+def _mixed_copy(model: Any, card: dict[str, Any]) -> Any:
+    """The same network built under the ``mixed_float16`` policy, with ``model``'s weights."""
+    import keras
+
+    from lensdask.nn.model import build_resnet18
+
+    arch = card["architecture"]
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = build_resnet18(
+            input_shape=tuple(arch["input_shape"]), width=arch["width"], name=arch["name"]
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    mixed.set_weights(model.get_weights())
+    return mixed
+
+
+class ModelPlugin(WorkerPlugin):
+    """Dask worker plugin: load a model on every worker when scoring starts (and on
+    workers that join later), so that no task waits for it and none carries it.
+
+    Register with ``client.register_plugin(ModelPlugin(...))``; its ``name`` is fixed by
+    the model id, so registering it again replaces it instead of adding a second one. The
+    model stays on the worker until the worker process ends.
+    """
+
+    def __init__(self, model_dir: str | Path, model_id: str, *, config: ScoreConfig) -> None:
+        self.model_dir = str(model_dir)
+        self.model_id = model_id
+        self.config = config
+        self.name = f"lensdask-model-{model_id}"
+
+    async def setup(self, worker: Any) -> None:
+        """Load the model in the worker's thread pool (not on its event loop)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            None,
+            lambda: load_resident(
+                self.model_dir, self.model_id, config=self.config, threads=worker.state.nthreads
+            ),
+        )
+
+
+def worker_threads() -> int | None:
+    """The number of threads of the Dask worker running this code (None outside workers)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except ValueError:
+        return None
