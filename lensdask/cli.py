@@ -38,7 +38,11 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "pbs (dask-jobqueue, deploy/jobqueue.yaml), or a scheduler address tcp://host:port.",
         ),
         click.option(
-            "--workers", type=int, default=None, help="Workers (local) or jobs (slurm/pbs)."
+            "--workers",
+            type=int,
+            default=None,
+            help="Workers (local; default: the cores) or batch jobs kept running (slurm/pbs; "
+            "default 1).",
         ),
         click.option(
             "--threads-per-worker", type=int, default=1, show_default=True, help="Local only."
@@ -55,6 +59,39 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False, path_type=Path),
             default=None,
             help="dask-jobqueue YAML for slurm/pbs (default deploy/jobqueue.yaml).",
+        ),
+        click.option(
+            "--interface",
+            default=None,
+            help="slurm/pbs: network interface of scheduler and workers, e.g. ib0 for workers "
+            "on other nodes [the jobqueue YAML's: lo, one node].",
+        ),
+        click.option(
+            "--gpus-per-job",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="slurm/pbs: GPUs per batch job (the *-gpu section of the jobqueue YAML; one "
+            "dask-cuda worker per GPU).",
+        ),
+        click.option(
+            "--tls-ca-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="TLS for a shared cluster: the CA certificate (PEM). With --tls-cert and "
+            "--tls-key, every Dask connection is mutual TLS and plain TCP is refused.",
+        ),
+        click.option(
+            "--tls-cert",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="TLS certificate (PEM) of scheduler, workers and client, signed by the CA.",
+        ),
+        click.option(
+            "--tls-key",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="Private key (PEM) of --tls-cert.",
         ),
         click.option("--no-progress", is_flag=True, help="Hide progress bars."),
     ]
@@ -89,17 +126,26 @@ def cluster_client(opts: dict[str, Any]) -> Iterator[Any]:
     """Start the cluster the command-line options name, print the dashboard link."""
     from lensdask.cluster import connect
 
-    spec = ClusterSpec(
+    with connect(cluster_spec(opts)) as client:
+        click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+        yield client
+
+
+def cluster_spec(opts: dict[str, Any]) -> ClusterSpec:
+    """The cluster of the command-line options (taken out of ``opts``)."""
+    return ClusterSpec(
         kind=opts.pop("cluster"),
         n_workers=opts.pop("workers"),
         threads_per_worker=opts.pop("threads_per_worker"),
         memory_limit=opts.pop("memory_limit"),
         dashboard_address=opts.pop("dashboard_address"),
         jobqueue_config=opts.pop("jobqueue_config"),
+        interface=opts.pop("interface"),
+        gpus_per_job=opts.pop("gpus_per_job"),
+        tls_ca_file=opts.pop("tls_ca_file"),
+        tls_cert=opts.pop("tls_cert"),
+        tls_key=opts.pop("tls_key"),
     )
-    with connect(spec) as client:
-        click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-        yield client
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -1067,21 +1113,54 @@ def zooniverse_import_cmd(
 
 @main.command("run")
 @click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--stages",
+    help="Run only these stages (comma-separated, e.g. score,candidates); their inputs must "
+    "exist from an earlier run.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (stages, tasks, rows, output sizes) and the cluster's job script; "
+    "run nothing.",
+)
 @cluster_options
 @handle_errors
-def run_cmd(job: Path, no_progress: bool, **opts: Any) -> None:
+def run_cmd(job: Path, stages: str | None, dry_run: bool, no_progress: bool, **opts: Any) -> None:
     """Run the job file JOB: every stage it configures, skipping what is complete.
 
-    Today: mock-survey (when the job has a mock_survey section) or ingest, then select,
-    then cutouts (when the job has a cutouts section), then simulate and train (simulate
-    and train sections). Outputs go under the job's workdir.
+    Stages, in order, each when the job has its section: mock-survey (mock_survey) or
+    ingest, select, cutouts, simulate, train, score, candidates, stamps. Outputs go under
+    the job's workdir, with the Dask performance report of the run
+    (performance-report.html); the end of the output says where everything is.
     """
     from lensdask.config import load_job
-    from lensdask.pipeline import run_job
+    from lensdask.pipeline import REPORT_FILE, chosen_stages, run_job
 
     config = load_job(job)
-    with cluster_client(opts) as client:
-        result = run_job(config, client=client, progress=not no_progress)
+    chosen = chosen_stages(config, stages.split(",") if stages else None)
+    if dry_run:
+        from lensdask.plan import plan_job, plan_lines
+
+        click.echo(f"job {job}: stages {', '.join(chosen)} -> {config.workdir}")
+        for line in plan_lines(plan_job(config, chosen)):
+            click.echo(line)
+        spec = cluster_spec(opts)
+        if spec.kind in ("slurm", "pbs"):
+            from lensdask.cluster import job_script
+
+            click.echo(f"\n{spec.n_workers or 1} worker job(s), each submitted as:")
+            click.echo(job_script(spec))
+        else:
+            click.echo(f"\ncluster: {spec.kind} (no batch jobs)")
+        return
+    from distributed import performance_report
+
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    report = config.workdir / REPORT_FILE
+    with cluster_client(opts) as client, performance_report(filename=str(report)):
+        result = run_job(config, client=client, stages=chosen, progress=not no_progress)
+    result.outputs["performance report"] = report
     for line in result.summary_lines():
         click.echo(line)
     finish(result.reports)

@@ -46,3 +46,31 @@ def test_spec_validation():
         ClusterSpec(kind="yarn")
     with pytest.raises(ValueError, match="n_workers: must be at least 1"):
         ClusterSpec(n_workers=0)
+
+
+def test_gpus_per_job_is_for_batch_clusters_only():
+    with pytest.raises(ValueError, match="gpus_per_job: only for slurm or pbs"):
+        ClusterSpec(kind="local", gpus_per_job=1)
+    with pytest.raises(ValueError, match="gpus_per_job: must be at least 0"):
+        ClusterSpec(kind="slurm", gpus_per_job=-1)
+    assert ClusterSpec(kind="pbs", gpus_per_job=4).gpus_per_job == 4
+
+
+def test_without_tls_files_there_is_no_security():
+    spec = ClusterSpec()
+    assert not spec.tls and spec.security() is None
+
+
+def test_tls_files_must_exist(tmp_path):
+    files = {name: tmp_path / f"{name}.pem" for name in ("tls_ca_file", "tls_cert", "tls_key")}
+    spec = ClusterSpec(**files)
+    assert spec.tls and spec.tls_ca_file == (tmp_path / "tls_ca_file.pem").resolve()
+    with pytest.raises(FileNotFoundError, match=r"TLS file .*tls_ca_file\.pem does not exist"):
+        spec.security()
+
+
+def test_jobqueue_options_are_for_slurm_and_pbs_only():
+    from lensdask.cluster import jobqueue_options
+
+    with pytest.raises(ValueError, match="'local' is not one of"):
+        jobqueue_options(ClusterSpec(kind="local"))
