@@ -148,6 +148,19 @@ def cluster_spec(opts: dict[str, Any]) -> ClusterSpec:
     )
 
 
+def performance_report(path: Path) -> contextlib.AbstractContextManager[Any]:
+    """Dask's performance report of what runs inside, saved as HTML at ``path`` (nothing,
+    with a warning, where bokeh, which draws it, is not installed)."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        logger.warning("no performance report: bokeh is not installed")
+        return contextlib.nullcontext()
+    from distributed import performance_report
+
+    return performance_report(filename=str(path))
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn lensdask's input errors into a one-line message and exit status 1."""
     from lensdask.catalog.schema import SchemaError
@@ -1154,13 +1167,12 @@ def run_cmd(job: Path, stages: str | None, dry_run: bool, no_progress: bool, **o
         else:
             click.echo(f"\ncluster: {spec.kind} (no batch jobs)")
         return
-    from distributed import performance_report
-
     config.workdir.mkdir(parents=True, exist_ok=True)
     report = config.workdir / REPORT_FILE
-    with cluster_client(opts) as client, performance_report(filename=str(report)):
+    with cluster_client(opts) as client, performance_report(report):
         result = run_job(config, client=client, stages=chosen, progress=not no_progress)
-    result.outputs["performance report"] = report
+    if report.exists():
+        result.outputs["performance report"] = report
     for line in result.summary_lines():
         click.echo(line)
     finish(result.reports)
