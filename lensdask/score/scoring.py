@@ -223,6 +223,7 @@ def score_cutouts(
     import zarr
 
     from lensdask.nn.card import ModelError, read_card
+    from lensdask.normalise import NORMALISATION
     from lensdask.score.resident import ModelPlugin
 
     config = config or ScoreConfig()
@@ -230,6 +231,11 @@ def score_cutouts(
     card = read_card(model_dir)
     model_id = card["model_id"]
     band = card.get("band") or "r"
+    if card.get("normalisation") != NORMALISATION:
+        raise ModelError(
+            f"{model_dir}: the model was trained on images normalised by "
+            f"{card.get('normalisation')!r}; this lensdask applies {NORMALISATION!r}"
+        )
     markers = complete_units(cutouts)
     if not markers:
         raise FileNotFoundError(f"{cutouts}: no complete tile of cutouts to score")

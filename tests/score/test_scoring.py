@@ -153,6 +153,20 @@ def test_a_model_for_another_band_or_size_is_refused(client, store, tmp_path):
         score_cutouts(store, small, tmp_path / "s", client=client, progress=False)
 
 
+def test_a_model_trained_on_other_normalisation_is_refused(client, store, tmp_path):
+    import json
+
+    from lensdask.nn.card import CARD_FILE
+    from lensdask.testing import write_untrained_model
+
+    other = write_untrained_model(tmp_path / "other")
+    card = json.loads((other / CARD_FILE).read_text())
+    card["normalisation"] = "zscale"
+    (other / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="normalised by 'zscale'; this lensdask applies"):
+        score_cutouts(store, other, tmp_path / "s", client=client, progress=False)
+
+
 def test_a_model_changed_since_planning_is_refused(model_dir, tmp_path):
     from lensdask.score.resident import load_resident
 
