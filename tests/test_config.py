@@ -32,7 +32,11 @@ def test_demo_job_loads_into_typed_sections():
     assert job.mock_survey.images is True
     assert [band.name for band in job.mock_survey.bands] == ["r", "g", "i"]
     assert job.mock_survey.bands[0] == BandSpec(name="r", seeing=0.7, depth=25.0)
-    assert job.select == SelectConfig(extra_columns=("MASK", "TRUE_TYPE"))
+    assert job.select == SelectConfig(extra_columns=("MASK", "TRUE_TYPE", "TRUE_LENS"))
+    assert job.mock_survey.lens_fraction == 0.1
+    assert (job.train.width, job.train.epochs) == (0.125, 4)
+    assert job.score is not None and job.stamps is not None
+    assert dict(job.candidates.thresholds) == {"LRG": 0.75, "BG": 0.98}
     assert job.workdir == Path("lensdask-demo")
 
 
