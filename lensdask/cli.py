@@ -122,13 +122,21 @@ def section_config(job: Path | None, section: str, default: Any, overrides: dict
 
 
 @contextlib.contextmanager
-def cluster_client(opts: dict[str, Any]) -> Iterator[Any]:
-    """Start the cluster the command-line options name, print the dashboard link."""
+def cluster_client(opts: dict[str, Any], *, report: Path) -> Iterator[Any]:
+    """Start the cluster the command-line options name, print the dashboard link, and save
+    the Dask performance report of what runs on it at ``report``."""
     from lensdask.cluster import connect
 
-    with connect(cluster_spec(opts)) as client:
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with connect(cluster_spec(opts)) as client, performance_report(report):
         click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
         yield client
+
+
+def report_path(out: Path) -> Path:
+    """Where a stage command saves its performance report: next to its output ``out``,
+    as ``<out stem>_performance.html``."""
+    return out.with_name(f"{out.stem}_performance.html")
 
 
 def cluster_spec(opts: dict[str, Any]) -> ClusterSpec:
@@ -318,7 +326,7 @@ def mock_survey_cmd(
         ring_fraction=ring_fraction,
         merger_fraction=merger_fraction,
     )
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = make_mock_survey(out, config=config, client=client, progress=not no_progress)
     click.echo(
         f"mock survey: {report.written} tiles written, {report.skipped} already complete, "
@@ -351,7 +359,7 @@ def select_cmd(catalog: Path, out: Path, job: Path | None, no_progress: bool, **
     from lensdask.config import SelectConfig
 
     config = section_config(job, "select", SelectConfig(), {})
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = select_targets(
             catalog, out, config=config, client=client, progress=not no_progress
         )
@@ -411,7 +419,7 @@ def cutouts_cmd(
         size=size,
         image_pattern=image_pattern,
     )
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = make_cutouts(
             targets, images, out, config=config, client=client, progress=not no_progress
         )
@@ -473,7 +481,7 @@ def simulate_cmd(
     names = ("positives", "negatives", "test_positives", "test_negatives", "batch_size", "seed")
     overrides = {name: opts.pop(name) for name in names}
     config = section_config(job, "simulate", SimulateConfig(), overrides)
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = simulate_lenses(
             cutouts,
             out,
@@ -542,7 +550,7 @@ def train_cmd(
     if in_process:
         report = train_model(trainset, out, config=config, progress=not no_progress)
     else:
-        with cluster_client(opts) as client:
+        with cluster_client(opts, report=report_path(out)) as client:
             report = train_model(
                 trainset, out, config=config, client=client, progress=not no_progress
             )
@@ -616,7 +624,7 @@ def score_cmd(
     from lensdask.score.scoring import score_cutouts
 
     config = section_config(job, "score", ScoreConfig(), {"batch_size": opts.pop("batch_size")})
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = score_cutouts(
             cutouts, model_dir, out, config=config, client=client, progress=not no_progress
         )
@@ -692,7 +700,7 @@ def candidates_cmd(
     given = {"LRG": lrg_threshold, "BG": bg_threshold}
     thresholds = {**config.thresholds, **{k: v for k, v in given.items() if v is not None}}
     config = dataclasses.replace(config, thresholds=thresholds)
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = select_candidates(
             scores,
             out,
@@ -753,7 +761,7 @@ def ingest_cmd(source: Path, out: Path, job: Path | None, no_progress: bool, **o
     from lensdask.config import IngestConfig
 
     config = section_config(job, "ingest", IngestConfig(), {})
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = ingest_catalogs(
             source, out, config=config, client=client, progress=not no_progress
         )
@@ -813,7 +821,7 @@ def stamps_cmd(
     names = ("stretch", "q", "sheet_columns", "sheet_rows", "sheet_limit")
     overrides = {name: opts.pop(name) for name in names}
     config = section_config(job, "stamps", StampConfig(), overrides)
-    with cluster_client(opts) as client:
+    with cluster_client(opts, report=report_path(out)) as client:
         report = make_stamps(
             candidates,
             cutouts,
@@ -1167,9 +1175,8 @@ def run_cmd(job: Path, stages: str | None, dry_run: bool, no_progress: bool, **o
         else:
             click.echo(f"\ncluster: {spec.kind} (no batch jobs)")
         return
-    config.workdir.mkdir(parents=True, exist_ok=True)
     report = config.workdir / REPORT_FILE
-    with cluster_client(opts) as client, performance_report(report):
+    with cluster_client(opts, report=report) as client:
         result = run_job(config, client=client, stages=chosen, progress=not no_progress)
     if report.exists():
         result.outputs["performance report"] = report

@@ -210,6 +210,8 @@ def test_score_command_prints_counts_and_exit_status(client, store, model_dir, t
     n = sum(sum(s.values()) + 2 for s in TILES.values())
     assert f"score: {n} cutouts scored now" in result.output
     assert f"-> {out}" in result.output
+    report = (tmp_path / "scores_performance.html").read_text()  # next to the output
+    assert "Dask Performance Report" in report and "score" in report
     # a tile whose cutouts are damaged fails alone: exit 3, the others complete
     local = tmp_path / "cutouts.zarr"
     shutil.copytree(store, local)
