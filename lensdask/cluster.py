@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 logger = logging.getLogger(__name__)
 
 CLUSTER_KINDS = ("local", "cuda", "slurm", "pbs")
@@ -363,12 +365,31 @@ def _dashboard_link_on(dashboard_address: str) -> Iterator[None]:
         yield
 
 
+QUIET_LOGGERS = {"distributed.sizeof": logging.ERROR}
+"""distributed's loggers whose warnings are noise for users: the performance report's
+profiles are too deeply nested for ``sizeof``, which warns on every worker."""
+
+
+def quiet_worker_logs() -> None:
+    """Set :data:`QUIET_LOGGERS` in this process."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
+class QuietLogs(WorkerPlugin):
+    """Worker plugin of :func:`connect`: :func:`quiet_worker_logs` on every worker."""
+
+    name = "lensdask-quiet-logs"
+
+    def setup(self, worker: Any) -> None:
+        quiet_worker_logs()
+
+
 def _quiet_distributed() -> None:
     """Keep distributed's start-up chatter out of the log unless lensdask logs at DEBUG."""
     if not logging.getLogger("lensdask").isEnabledFor(logging.DEBUG):
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    # the performance report measures objects that cannot be measured; nothing is wrong
-    logging.getLogger("distributed.sizeof").setLevel(logging.ERROR)
+    quiet_worker_logs()
 
 
 @contextlib.contextmanager
@@ -400,6 +421,7 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
         cluster = make_cluster(spec)
         client = Client(cluster, security=security)
     try:
+        client.register_plugin(QuietLogs())
         address = client.scheduler.address
         if cluster is not None and security is None and not _is_loopback(address):
             logger.warning(

@@ -118,11 +118,14 @@ class JobResult:
     counts: dict[str, Any] = field(default_factory=dict)
     stages: list[str] = field(default_factory=list)
     """The stages that ran."""
+    next_steps: list[str] = field(default_factory=list)
+    """Commands for what comes after the job (grading)."""
 
     def summary_lines(self) -> list[str]:
-        """Human-readable lines: counts, then where each output is."""
+        """Human-readable lines: counts, where each output is, then the next steps."""
         lines = [f"{key}: {value}" for key, value in self.counts.items()]
         lines += [f"{name} -> {path}" for name, path in self.outputs.items()]
+        lines += [f"next: {step}" for step in self.next_steps]
         return lines
 
 
@@ -363,6 +366,13 @@ def _stamps(config: JobConfig, paths: JobPaths, client: Any, progress: bool, res
     if stamps.sheets:
         result.outputs["contact sheets"] = stamps.sheets[0].parent
     result.counts["candidates with stamps"] = stamps.stamps
+    db = paths.workdir / "grades.sqlite"
+    result.next_steps += [
+        f"lensdask inspect add-grader NAME --db {db}   (a grading link per grader)",
+        f"lensdask inspect {paths.candidates} --stamps {paths.stamps} --db {db}",
+        f"lensdask inspect export --db {db} --out grades.csv && lensdask rank --scores "
+        f"{paths.candidates} --grades grades.csv --out {paths.workdir / 'ranking.ecsv'}",
+    ]
 
 
 RUNNERS: dict[str, Callable[..., None]] = {

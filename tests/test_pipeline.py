@@ -66,6 +66,7 @@ def test_the_whole_chain_runs_and_resumes(tiny_job, tmp_path, client):
         f"candidates -> {work / 'candidates.parquet'}",
         f"contact sheets -> {work / 'stamps'}",
         f"performance report -> {work / 'performance-report.html'}",
+        f"next: lensdask inspect add-grader NAME --db {work / 'grades.sqlite'}",
     ):
         assert line in result.output
     # a rerun finds everything complete: nothing is written again
