@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import click
 
 from lensdask import __version__
 from lensdask.cluster import ClusterSpec
+from lensdask.nn import set_backend_env
 from lensdask.runner import EXIT_PARTIAL, UnitReport
 
 logger = logging.getLogger("lensdask")
@@ -207,8 +207,8 @@ def main(verbose: int, quiet: bool) -> None:
     `lensdask run JOB.yaml` chains the stages from one job file. Every command that
     computes starts or joins a Dask cluster (--cluster) and prints its dashboard link.
     """
-    # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise for users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # before any Keras backend is imported here or in the workers this process starts
+    set_backend_env()
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(level)

@@ -180,6 +180,9 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     dict
         The model card (``model_id``, test metrics, ...).
     """
+    from lensdask.nn import set_backend_env
+
+    set_backend_env()  # in a fresh worker, before Keras' backend is imported
     import keras
     import zarr
 

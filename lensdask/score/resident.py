@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from lensdask.config import ScoreConfig
+from lensdask.nn import set_backend_env
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +75,12 @@ class ResidentModel:
 def prepare_backend(*, threads: int | None = None) -> bool:
     """Set the Keras backend up for scoring in this process; True when it uses a GPU.
 
-    Must run before the backend is first imported to take full effect: TensorFlow's oneDNN
-    kernels (measured 1.5x faster on CPUs), JAX without pre-allocating the GPU's memory, and
-    ``threads`` CPU threads per operation (a worker's threads). Where the backend is already
-    running, what it set stays.
+    Must run before the backend is first imported to take full effect
+    (:data:`lensdask.nn.BACKEND_ENV`: TensorFlow's oneDNN kernels, JAX without
+    pre-allocating the GPU's memory) and sets ``threads`` CPU threads per operation (a
+    worker's threads). Where the backend is already running, what it set stays.
     """
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    set_backend_env()
     import keras
 
     from lensdask.nn.train import has_gpu
