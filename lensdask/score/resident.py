@@ -106,7 +106,8 @@ def load_resident(
     config: ScoreConfig | None = None,
     threads: int | None = None,
 ) -> ResidentModel:
-    """The resident model ``model_id`` of this process, loading it the first time.
+    """The resident model ``model_id`` of this process, loading it the first time (a model
+    already resident keeps the batch size and precision it was loaded with).
 
     Parameters
     ----------
