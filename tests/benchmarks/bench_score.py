@@ -10,8 +10,9 @@ Makes a cutout store of ``--tiles`` x ``--per-tile`` synthetic 101x101 cutouts a
   model already resident on the workers (a warm-up run on one tile loads and compiles it).
 
 On a CPU (``--device cpu``, the default) the bare model runs in a child process with one
-thread, and the pipeline on 1 and then 2 single-threaded workers: the goals are pipeline
->= 0.9x the bare model per core and 2 workers >= 1.8x 1 worker. On a GPU (``--device
+thread (and in two such processes at once: what two cores give), and the pipeline on 1 and
+then 2 single-threaded workers: the goals are pipeline >= 0.9x the bare model per core and
+2 workers >= 1.8x 1 worker. On a GPU (``--device
 gpu``) the bare model runs here and the pipeline on a ``LocalCUDACluster`` worker with
 ``--threads`` threads (tasks read and normalise on the CPU while others use the GPU).
 
@@ -51,6 +52,22 @@ def bare_rate(store: Path, model_dir: Path, tiles: list[str], threads: int | Non
 
 def _bare_child(store, model_dir, tiles, queue) -> None:
     queue.put(bare_rate(Path(store), Path(model_dir), tiles, threads=1))
+
+
+def bare_in_children(store: Path, model_dir: Path, tiles: list[str], n: int) -> list[float]:
+    """Images/s of the bare model in each of ``n`` single-threaded processes run at once."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    children = [
+        context.Process(target=_bare_child, args=(str(store), str(model_dir), tiles, queue))
+        for _ in range(n)
+    ]
+    for child in children:
+        child.start()
+    rates = [queue.get() for _ in children]
+    for child in children:
+        child.join()
+    return rates
 
 
 def pipeline_rate(client, store: Path, warm: Path, model_dir: Path, work: Path) -> float:
@@ -124,13 +141,13 @@ def main() -> None:
                 f"{rate:,.0f} images/s = {rate / bare:.2f}x the bare model"
             )
             return
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
-        child = context.Process(target=_bare_child, args=(str(store), str(model_dir), tiles, queue))
-        child.start()
-        bare = queue.get()
-        child.join()
+        bare = bare_in_children(store, model_dir, tiles, 1)[0]
         print(f"bare model, 1 thread:            {bare:8.1f} images/s")
+        pair = sum(bare_in_children(store, model_dir, tiles, 2))
+        print(
+            f"bare model, 2 processes at once: {pair:8.1f} images/s = {pair / bare:.2f}x "
+            "(what 2 cores give 2 workers here)"
+        )
         rates = {}
         for workers in (1, 2):
             with (
