@@ -91,7 +91,7 @@ def gpu_cluster(threads: int) -> tuple[object, str]:
         from dask_cuda import LocalCUDACluster
 
         cluster = LocalCUDACluster(
-            ip="127.0.0.1", threads_per_worker=threads, dashboard_address=":0"
+            host="127.0.0.1", threads_per_worker=threads, dashboard_address=":0"
         )
         return cluster, "LocalCUDACluster"
     except ImportError:

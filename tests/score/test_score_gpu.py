@@ -22,7 +22,7 @@ def gpu_cluster():
     try:
         from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(ip="127.0.0.1", dashboard_address=":0", resources={"GPU": 1})
+        return LocalCUDACluster(host="127.0.0.1", dashboard_address=":0", resources={"GPU": 1})
     except ImportError:
         from distributed import LocalCluster
 
