@@ -79,9 +79,14 @@ def parquet_size(path: Path | None) -> tuple[int | None, int | None]:
     """Files and rows of a Parquet file or folder, from the footers."""
     import pyarrow.parquet as pq
 
-    if path is None or not Path(path).exists():
+    from lensdask.catalog.select import CatalogError, catalog_files
+
+    try:
+        files = catalog_files(path) if path is not None else []
+    except CatalogError:
+        files = []
+    if not files:
         return None, None
-    files = [Path(path)] if Path(path).is_file() else sorted(Path(path).rglob("*.parquet"))
     return len(files), sum(pq.read_metadata(f).num_rows for f in files)
 
 

@@ -154,6 +154,7 @@ def run_stage(
     chash: str | Mapping[str, str],
     stage: str,
     progress: bool = True,
+    prepare: Callable[[], Any] | None = None,
     **kwargs: Any,
 ) -> UnitReport:
     """Run the units of a stage that are not complete yet, and record the failures.
@@ -180,6 +181,9 @@ def run_stage(
         Stage name, for task keys, progress bar, log and failures table.
     progress : bool
         Show a progress bar over units.
+    prepare : callable, optional
+        Called once before the units run, only when some are left to run (e.g. to load a
+        model on the workers).
     **kwargs
         Passed to every call of ``func`` (configs, folders).
 
@@ -195,6 +199,8 @@ def run_stage(
     logger.info(
         "%s: %d units (%d already complete) -> %s", stage, len(inputs), len(inputs) - len(todo), out
     )
+    if todo and prepare is not None:
+        prepare()
     report = run_units(
         client,
         _run_unit,

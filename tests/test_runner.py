@@ -53,3 +53,41 @@ def test_tasks_are_one_per_unit_and_named_after_them(client):
         )
     )
     assert prefixes == ["named"]
+
+
+def commit_square(value: int, out, *, unit: str, chash: str) -> int:
+    """A unit of run_stage: writes its marker, so a rerun finds it complete."""
+    from lensdask.units import Marker, write_marker
+
+    write_marker(out, Marker(unit=unit, rows=1, ids_hash="-", config_hash=chash, files={}))
+    return value * value
+
+
+def test_run_stage_prepares_only_when_units_are_left(client, tmp_path):
+    from lensdask.runner import run_stage
+
+    calls = []
+    inputs = {"u1": 1, "u2": 2}
+    first = run_stage(
+        client,
+        commit_square,
+        tmp_path,
+        inputs,
+        chash="h",
+        stage="sq",
+        progress=False,
+        prepare=lambda: calls.append("prepare"),
+    )
+    assert first.results == {"u1": 1, "u2": 4} and calls == ["prepare"]
+    again = run_stage(
+        client,
+        commit_square,
+        tmp_path,
+        inputs,
+        chash="h",
+        stage="sq",
+        progress=False,
+        prepare=lambda: calls.append("prepare"),
+    )
+    assert sorted(again.skipped) == ["u1", "u2"] and again.results == {}
+    assert calls == ["prepare"]  # nothing left to run: not prepared again

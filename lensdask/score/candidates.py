@@ -86,13 +86,12 @@ def scan_scores(path: str | Path, *, thresholds: dict[str, float]) -> dict[str, 
 
 def score_files(scores: str | Path) -> list[Path]:
     """The score files of a scores folder (or the one file given), sorted."""
-    scores = Path(scores)
-    if scores.is_file():
-        return [scores]
-    files = sorted(p for p in scores.glob("*.parquet") if not p.name.startswith(("_", ".")))
-    if not files:
-        raise FileNotFoundError(f"{scores}: no score files (*.parquet)")
-    return files
+    from lensdask.catalog.select import CatalogError, catalog_files
+
+    try:
+        return catalog_files(scores)
+    except CatalogError:
+        raise FileNotFoundError(f"{scores}: no score files (*.parquet)") from None
 
 
 def read_rows(dataset: str | Path, ids: list[str], columns: list[str]) -> pd.DataFrame:

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from lensdask.config import CandidateConfig
-from lensdask.score.candidates import candidate_mask, read_rows, score_files, write_parquet
+from lensdask.review.tables import read_table
+from lensdask.score.candidates import candidate_mask, read_rows, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +37,6 @@ class Measured:
     summary: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
     table: pd.DataFrame | None = None
-
-
-def read_table_file(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet file (or a folder of Parquet files) as a DataFrame."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: does not exist")
-    if path.is_dir() or path.suffix.lower() in (".parquet", ".pq"):
-        files = score_files(path) if path.is_dir() else [path]
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    if path.suffix.lower() in (".csv", ".txt"):
-        return pd.read_csv(path, dtype={"ID": str})
-    raise ValueError(f"{path}: expected a .csv or .parquet file")
 
 
 def binned_completeness(
@@ -115,7 +103,7 @@ def measure_completeness(
     """
     from lensdask.score.figures import plot_completeness
 
-    table = read_table_file(truth)
+    table = read_table(truth)
     missing = [name for name in ("ID", "theta_E", "arc_peak_ratio") if name not in table]
     if missing:
         raise KeyError(f"{truth}: truth table lacks column(s) {', '.join(missing)}")
@@ -249,7 +237,7 @@ def recover_known(
     Measured
         Summary: ``known``, ``scored``, ``recovered``, ``fraction`` (recovered / known).
     """
-    table = read_table_file(known).reset_index(drop=True)
+    table = read_table(known).reset_index(drop=True)
     columns = position_columns(table)
     if "ID" not in table and columns is None:
         raise KeyError(

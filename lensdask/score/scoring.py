@@ -34,7 +34,6 @@ from lensdask.units import (
     complete_units,
     config_hash,
     ids_hash,
-    is_complete,
     read_marker,
     write_marker,
 )
@@ -264,9 +263,6 @@ def score_cutouts(
         for tile, marker in markers.items()
     }
     out.mkdir(parents=True, exist_ok=True)
-    if not all(is_complete(out, tile, config_hash=chash[tile]) for tile in inputs):
-        # every worker loads the model now, once; workers that join later load it too
-        client.register_plugin(ModelPlugin(model_dir, model_id, config=config))
     report = run_stage(
         client,
         score_tile,
@@ -275,6 +271,9 @@ def score_cutouts(
         chash=chash,
         stage=STAGE,
         progress=progress,
+        # where tiles are left: every worker loads the model now, once (and workers that
+        # join later load it too)
+        prepare=lambda: client.register_plugin(ModelPlugin(model_dir, model_id, config=config)),
         cutouts=cutouts,
         model_dir=model_dir,
         model_id=model_id,
