@@ -86,9 +86,12 @@ def prepare_backend(*, threads: int | None = None) -> bool:
     from lensdask.nn.train import has_gpu
 
     backend = keras.backend.backend()
-    if threads and backend == "tensorflow":
+    if threads and threads > 1 and backend == "tensorflow":
         import tensorflow as tf
 
+        # Not for one thread: TF 2.21 with oneDNN and a single intra-op thread crashes
+        # (segfault, heap corruption) when the same process later trains a model, as a
+        # worker that scored and is then given the training task would.
         with contextlib.suppress(RuntimeError):  # already initialised
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -222,3 +222,32 @@ def test_score_command_prints_counts_and_exit_status(client, store, model_dir, t
     assert "FAILED score KIDS_4.0_0.5" in result.output
     assert "MISSING KIDS_4.0_0.5: not scored" in result.output
     assert len(list((tmp_path / "s2").glob("*.parquet"))) == len(TILES) - 1
+
+
+@pytest.mark.slow
+def test_workers_that_scored_can_then_train(client, store, model_dir, tmp_path):
+    # a resident model sets the worker's TensorFlow threads; training in the same process
+    # afterwards must still work (it crashed TF 2.21 with one intra-op thread)
+    from lensdask.config import SimulateConfig, TrainConfig
+    from lensdask.lensing.simulate import simulate_lenses
+    from lensdask.nn.train import train_model
+
+    report = score_cutouts(store, model_dir, tmp_path / "scores", client=client, progress=False)
+    assert loads_on_workers(client, report.model_id) == [1, 1]
+    sim = SimulateConfig(
+        positives=32,
+        negatives=16,
+        test_positives=8,
+        test_negatives=8,
+        negative_mix={"LRG": 0.5, "BG": 0.5},
+        batch_size=16,
+        seed=2,
+    )
+    simulate_lenses(store, tmp_path / "trainset.zarr", config=sim, client=client, progress=False)
+    config = TrainConfig(width=0.0625, epochs=1, batch_size=16, augment=False)
+    trained = train_model(
+        tmp_path / "trainset.zarr", tmp_path / "model", config=config, client=client, progress=False
+    )
+    assert trained.card["training"]["epochs_run"] == 1
+    assert 0.0 <= trained.card["test_metrics"]["auc"] <= 1.0
+    assert loads_on_workers(client, report.model_id) == [1, 1]  # no worker was lost
