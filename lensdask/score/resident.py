@@ -78,7 +78,8 @@ def prepare_backend(*, threads: int | None = None) -> bool:
     Must run before the backend is first imported to take full effect
     (:data:`lensdask.nn.BACKEND_ENV`: TensorFlow's oneDNN kernels, JAX without
     pre-allocating the GPU's memory) and sets ``threads`` CPU threads per operation (a
-    worker's threads). Where the backend is already running, what it set stays.
+    worker's threads; at least 2, see below). Where the backend is already running, what it
+    set stays.
     """
     set_backend_env()
     import keras
@@ -86,15 +87,15 @@ def prepare_backend(*, threads: int | None = None) -> bool:
     from lensdask.nn.train import has_gpu
 
     backend = keras.backend.backend()
-    if threads and threads > 1 and backend == "tensorflow":
+    if threads and backend == "tensorflow":
         import tensorflow as tf
 
-        # Not for one thread: TF 2.21 with oneDNN and a single intra-op thread crashes
-        # (segfault, heap corruption) when the same process later trains a model, as a
-        # worker that scored and is then given the training task would.
+        # At least 2: TF 2.21 with oneDNN and a single intra-op thread crashes (segfault,
+        # heap corruption) when the same process later trains a model, as a worker that
+        # scored and is then given the training task would.
         with contextlib.suppress(RuntimeError):  # already initialised
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            tf.config.threading.set_intra_op_parallelism_threads(max(threads, 2))
+            tf.config.threading.set_inter_op_parallelism_threads(max(threads, 2))
     elif threads and backend == "torch":
         import torch
 

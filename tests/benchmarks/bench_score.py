@@ -9,10 +9,11 @@ Makes a cutout store of ``--tiles`` x ``--per-tile`` synthetic 101x101 cutouts a
   cutouts from Zarr, normalising them, predicting and writing the Parquet scores, with the
   model already resident on the workers (a warm-up run on one tile loads and compiles it).
 
-On a CPU (``--device cpu``, the default) the bare model runs in a child process with one
-thread (and in two such processes at once: what two cores give), and the pipeline on 1 and
-then 2 single-threaded workers: the goals are pipeline >= 0.9x the bare model per core and
-2 workers >= 1.8x 1 worker. On a GPU (``--device
+On a CPU (``--device cpu``, the default) the bare model runs in a child process set up as a
+single-threaded worker's (TensorFlow with 2 threads: one crashes later training), and in
+two such processes at once (what the machine gives two workers), and the pipeline on 1 and
+then 2 single-threaded workers. The issue's goals: pipeline >= 0.9x the bare model per
+core and 2 workers >= 1.8x 1 worker. On a GPU (``--device
 gpu``) the bare model runs here and the pipeline on a ``LocalCUDACluster`` worker with
 ``--threads`` threads (tasks read and normalise on the CPU while others use the GPU).
 
@@ -142,7 +143,7 @@ def main() -> None:
             )
             return
         bare = bare_in_children(store, model_dir, tiles, 1)[0]
-        print(f"bare model, 1 thread:            {bare:8.1f} images/s")
+        print(f"bare model, 1 process:           {bare:8.1f} images/s")
         pair = sum(bare_in_children(store, model_dir, tiles, 2))
         print(
             f"bare model, 2 processes at once: {pair:8.1f} images/s = {pair / bare:.2f}x "
