@@ -516,9 +516,20 @@ def simulate_cmd(
 @click.option("--width", type=float, help="Filter width multiplier (1: full ResNet-18) [1.0].")
 @click.option("--epochs", type=int, help="Most epochs [30].")
 @click.option("--batch-size", type=int, help="Examples per step [64].")
-@click.option("--learning-rate", type=float, help="Adam learning rate [1e-3].")
+@click.option("--learning-rate", type=float, help="Adam (peak) learning rate [1e-3].")
+@click.option(
+    "--schedule",
+    type=click.Choice(["cosine", "plateau"]),
+    help="Learning rate: warm-up and cosine decay over the epochs, or halved on plateaus [cosine].",
+)
 @click.option("--patience", type=int, help="Early-stopping patience, epochs [5].")
 @click.option("--seed", type=int, help="Seed of weights, shuffling, augmentation [0].")
+@click.option(
+    "--arbitrary-rotation/--no-arbitrary-rotation",
+    default=None,
+    help="Also augment by arbitrary angles and zooms (bilinear resampling, which smooths the "
+    "noise) [off].",
+)
 @click.option(
     "--in-process", is_flag=True, help="Train in this process instead of on a Dask worker."
 )
@@ -544,7 +555,16 @@ def train_cmd(
     from lensdask.config import TrainConfig
     from lensdask.nn.train import train_model
 
-    names = ("width", "epochs", "batch_size", "learning_rate", "patience", "seed")
+    names = (
+        "width",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "schedule",
+        "patience",
+        "seed",
+        "arbitrary_rotation",
+    )
     overrides = {name: opts.pop(name) for name in names}
     config = section_config(job, "train", TrainConfig(), overrides)
     if in_process:
@@ -568,6 +588,14 @@ def echo_metrics(metrics: dict[str, Any], model_id: str, out: Path) -> None:
         click.echo(
             f"  p_CNN > {rate['threshold']:.2f}: TPR {rate['tpr']:.3f}, FPR {rate['fpr']:.4f}"
         )
+    for name, rows in metrics.get("auc_by_bin", {}).items():
+        parts = [
+            f"{r['low']:g}-{r['high']:g}: "
+            + ("-" if r["auc"] is None else f"{r['auc']:.3f}")
+            + f" ({r['positives']})"
+            for r in rows
+        ]
+        click.echo(f"  AUC by {name}: " + ", ".join(parts))
     click.echo(f"model, card and plots -> {out}")
 
 

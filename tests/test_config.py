@@ -124,3 +124,12 @@ def test_bad_tile_regex_is_named():
         IngestConfig(tile_regex="(unclosed")
     with pytest.raises(ConfigError, match=r"ingest\.tile_regex: needs one or two groups"):
         IngestConfig(tile_regex="KIDS")
+
+
+def test_training_schedule_and_warmup_are_checked(tmp_path):
+    path = write(tmp_path, "train:\n  schedule: step\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml: train\.schedule: one of cosine, plateau"):
+        load_job(path)
+    path = write(tmp_path, "train:\n  epochs: 2\n  warmup: 2\n")
+    with pytest.raises(ConfigError, match=r"train\.warmup: .*fewer than train\.epochs \(2\)"):
+        load_job(path)

@@ -7,7 +7,7 @@ The ROC kernel is pure NumPy: one point per distinct score (ties broken together
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,59 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[fpr <= target].max())
 
 
+def bin_index(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    """Bin of each value: ``k`` for ``edges[k] <= v < edges[k + 1]``, the last bin closed,
+    -1 or ``len(edges) - 1`` outside (and for NaN)."""
+    edges_array = np.asarray(edges, dtype=float)
+    values = np.asarray(values, dtype=float)
+    index = np.searchsorted(edges_array, values, side="right") - 1
+    index[values == edges_array[-1]] = len(edges) - 2
+    index[np.isnan(values)] = -1
+    return index
+
+
+def auc_by_bin(
+    labels: np.ndarray, scores: np.ndarray, values: np.ndarray, edges: tuple[float, ...]
+) -> list[dict[str, Any]]:
+    """AUC of the positives in each bin of ``values`` against all negatives.
+
+    Parameters
+    ----------
+    labels, scores : ndarray, shape (N,)
+        As for :func:`roc_curve`.
+    values : ndarray, shape (N,)
+        A parameter of the positives (Einstein radius, arc brightness); ignored for negatives.
+    edges : tuple of float
+        Increasing bin edges (:func:`bin_index`).
+
+    Returns
+    -------
+    list of dict
+        Per bin: ``low``, ``high``, ``positives`` and ``auc`` (None for an empty bin).
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores)
+    index = bin_index(values, edges)
+    negatives = scores[~labels]
+    rows = []
+    for k in range(len(edges) - 1):
+        inside = scores[labels & (index == k)]
+        value = None
+        if inside.size and negatives.size:
+            both = np.r_[inside, negatives]
+            fpr, tpr, _ = roc_curve(np.r_[np.ones(inside.size), np.zeros(negatives.size)], both)
+            value = auc(fpr, tpr)
+        rows.append(
+            {"low": edges[k], "high": edges[k + 1], "positives": int(inside.size), "auc": value}
+        )
+    return rows
+
+
+BINNED_PARAMETERS = {"theta_E": "THETA_E_BINS", "arc_peak_ratio": "ARC_RATIO_BINS"}
+"""Mock-lens parameters the test AUC is also reported in bins of, and the
+:mod:`lensdask.config` constant with their edges."""
+
+
 @dataclass(frozen=True)
 class ClassifierMetrics:
     """Metrics of a classifier on a labelled set."""
@@ -93,6 +146,8 @@ class ClassifierMetrics:
     rates: tuple[dict[str, float], ...]
     positives: int
     negatives: int
+    by_bin: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """AUC in bins of the mock lenses' parameters (:data:`BINNED_PARAMETERS`), where known."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, for the model card."""
@@ -102,19 +157,41 @@ class ClassifierMetrics:
             "rates": list(self.rates),
             "positives": self.positives,
             "negatives": self.negatives,
+            "auc_by_bin": self.by_bin,
         }
 
 
-def classifier_metrics(labels: np.ndarray, scores: np.ndarray) -> ClassifierMetrics:
-    """AUC, TPR at 1% FPR and TPR/FPR at :data:`THRESHOLDS`."""
+def classifier_metrics(
+    labels: np.ndarray, scores: np.ndarray, *, parameters: dict[str, np.ndarray] | None = None
+) -> ClassifierMetrics:
+    """AUC, TPR at 1% FPR, TPR/FPR at :data:`THRESHOLDS`, and the AUC in bins of each of
+    ``parameters`` named in :data:`BINNED_PARAMETERS` (arrays of shape (N,), NaN for
+    negatives)."""
+    from lensdask import config
+
     fpr, tpr, _ = roc_curve(labels, scores)
+    by_bin = {
+        name: auc_by_bin(labels, scores, values, getattr(config, BINNED_PARAMETERS[name]))
+        for name, values in (parameters or {}).items()
+        if name in BINNED_PARAMETERS
+    }
     return ClassifierMetrics(
         auc=auc(fpr, tpr),
         tpr_at_fpr_1pct=tpr_at_fpr(fpr, tpr, 0.01),
         rates=tuple(rates_at(labels, scores, t) for t in THRESHOLDS),
         positives=int(np.sum(labels)),
         negatives=int(np.size(labels) - np.sum(labels)),
+        by_bin=by_bin,
     )
+
+
+def split_parameters(trainset: str | Path, split: str) -> dict[str, np.ndarray]:
+    """The :data:`BINNED_PARAMETERS` of every example of a split, in stored order (NaN for
+    negatives); empty where the training set does not record them."""
+    from lensdask.lensing.simulate import read_table
+
+    table = read_table(trainset, split)
+    return {name: table[name].to_numpy(float) for name in BINNED_PARAMETERS if name in table}
 
 
 def predict_images(model: Any, images: np.ndarray, *, batch_size: int = PREDICT_BATCH):
@@ -194,15 +271,31 @@ HISTOGRAM_PLOT = "p_cnn_test.png"
 
 
 def evaluate_scores(
-    labels: np.ndarray, scores: np.ndarray, out: str | Path, *, title: str = ""
+    labels: np.ndarray,
+    scores: np.ndarray,
+    out: str | Path,
+    *,
+    title: str = "",
+    parameters: dict[str, np.ndarray] | None = None,
 ) -> ClassifierMetrics:
-    """Metrics of test-split scores, with the ROC and histogram PNGs written into ``out``."""
+    """Metrics of test-split scores (:func:`classifier_metrics`), with the ROC and histogram
+    PNGs written into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = classifier_metrics(labels, scores)
+    metrics = classifier_metrics(labels, scores, parameters=parameters)
     plot_roc(labels, scores, out / ROC_PLOT, title=title)
     plot_histograms(labels, scores, out / HISTOGRAM_PLOT, title=title)
     return metrics
+
+
+def evaluate_test_split(
+    model: Any, trainset: str | Path, out: str | Path, *, title: str = ""
+) -> ClassifierMetrics:
+    """Predict the test split of ``trainset`` and return its metrics (with the AUC in bins
+    of the mock lenses' parameters), writing the ROC and histogram PNGs into ``out``."""
+    labels, scores = predict_split(model, trainset, "test")
+    parameters = split_parameters(trainset, "test")
+    return evaluate_scores(labels, scores, out, title=title, parameters=parameters)
 
 
 def evaluate_model(
@@ -229,9 +322,8 @@ def evaluate_model(
 
     size = int(zarr.open_group(str(trainset), mode="r").attrs["size"])
     model, card = load_model(model_dir, input_shape=(size, size, 1))
-    labels, scores = predict_split(model, trainset, "test")
     out = Path(out or model_dir)
-    metrics = evaluate_scores(labels, scores, out, title=f"model {card['model_id']}")
+    metrics = evaluate_test_split(model, trainset, out, title=f"model {card['model_id']}")
     write_json(
         out / "metrics.json",
         {"model_id": card["model_id"], "trainset": str(trainset), **metrics.as_dict()},

@@ -45,10 +45,12 @@ HISTORY_FILE = "history.csv"
 
 
 def training_hash(config: TrainConfig, trainset_attrs: dict[str, Any]) -> str:
-    """What a checkpoint must agree with to be resumed: the configuration less the number of
-    epochs and the patience (which only say when to stop), and the training set's plan."""
+    """What a checkpoint must agree with to be resumed: the configuration less the patience
+    (which only says when to stop) and, on the ``plateau`` schedule, less the number of
+    epochs (the ``cosine`` schedule decays over them), and the training set's plan."""
     settings = dataclasses.asdict(config)
-    settings.pop("epochs")
+    if config.schedule == "plateau":
+        settings.pop("epochs")
     settings.pop("patience")
     return config_hash(
         {"train": settings, "plan": trainset_attrs["plan_hash"], "set": trainset_attrs["config"]}
@@ -113,16 +115,17 @@ def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str
             logs = {key: float(value) for key, value in (logs or {}).items()}
             folder = out / CHECKPOINTS
             s = self.state
-            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+            rate = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
             loss = logs.get("val_loss", logs.get("loss"))
             improved = s["best_val_loss"] is None or loss < s["best_val_loss"]
             if improved:
                 s.update(best_val_loss=loss, best_epoch=epoch, wait=0)
             else:
                 s["wait"] += 1
-                if config.lr_patience and s["wait"] % config.lr_patience == 0:
+                plateau = config.schedule == "plateau" and config.lr_patience
+                if plateau and s["wait"] % config.lr_patience == 0:
                     # The rate lives in the optimizer's state, saved with the checkpoint.
-                    rate = self.model.optimizer.learning_rate
                     rate.assign(rate * 0.5)
                     logger.info("train: learning rate halved to %.2e", float(rate.numpy()))
             name = f"epoch-{epoch:04d}.keras"
@@ -149,6 +152,31 @@ def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str
                 self.model.stop_training = True
 
     return Checkpointer()
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The optimizer's learning rate: a float (``plateau``) or a Keras schedule of the step
+    (``cosine``: warm-up then cosine decay, see :class:`~lensdask.config.TrainConfig`).
+
+    Parameters
+    ----------
+    config : TrainConfig
+    steps_per_epoch : int
+        Training steps (batches) in one epoch; >= 1.
+    """
+    import keras
+
+    if config.schedule == "plateau":
+        return config.learning_rate
+    warmup = round(config.warmup * steps_per_epoch)
+    total = config.epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        config.learning_rate / 10 if warmup else config.learning_rate,
+        decay_steps=max(total - warmup, 1),
+        alpha=0.01,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -188,7 +216,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
 
     from lensdask.nn.card import library_versions, write_model_dir
     from lensdask.nn.data import Augmentation, trainset_sequence
-    from lensdask.nn.evaluate import evaluate_scores, predict_split
+    from lensdask.nn.evaluate import evaluate_test_split
     from lensdask.nn.model import architecture, build_resnet18
 
     trainset, out = Path(trainset), Path(out)
@@ -216,13 +244,21 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keras.utils.set_random_seed(config.seed)
     size = int(attrs["size"])
+    train = trainset_sequence(
+        trainset,
+        "train",
+        batch_size=config.batch_size,
+        seed=config.seed,
+        augmentation=Augmentation(resample=config.arbitrary_rotation) if config.augment else None,
+        initial_epoch=0 if state is None else state["epoch"] + 1,
+    )
     try:
         if state is None:
             model = build_resnet18(
                 input_shape=(size, size, 1), width=config.width, seed=config.seed
             )
             model.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
+                optimizer=keras.optimizers.Adam(learning_rate(config, len(train))),
                 loss="binary_crossentropy",
                 metrics=["accuracy", keras.metrics.AUC(name="auc")],
             )
@@ -233,14 +269,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
         callback = _checkpointer(out, chash=chash, config=config, state=state)
         if initial_epoch < config.epochs and not (state and state["stopped"]):
             model.fit(
-                trainset_sequence(
-                    trainset,
-                    "train",
-                    batch_size=config.batch_size,
-                    seed=config.seed,
-                    augmentation=Augmentation() if config.augment else None,
-                    initial_epoch=initial_epoch,
-                ),
+                train,
                 validation_data=trainset_sequence(
                     trainset, "val", batch_size=config.batch_size, shuffle=False
                 ),
@@ -253,8 +282,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
                 verbose=0,
             )
         best = keras.saving.load_model(out / CHECKPOINTS / callback.state["best"], safe_mode=True)
-        labels, scores = predict_split(best, trainset, "test")
-        metrics = evaluate_scores(labels, scores, out, title=f"test split of {trainset.name}")
+        metrics = evaluate_test_split(best, trainset, out, title=f"test split of {trainset.name}")
     finally:
         keras.mixed_precision.set_global_policy("float32")
     final = callback.state

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lensdask.config import CandidateConfig
+from lensdask.nn.evaluate import bin_index
 from lensdask.review.tables import read_table
 from lensdask.score.candidates import candidate_mask, read_rows, write_parquet
 
@@ -46,9 +47,7 @@ def binned_completeness(
 
     Bins are ``[edges[k], edges[k + 1])``, the last one closed; values outside are left out.
     """
-    edges_array = np.asarray(edges, dtype=float)
-    index = np.searchsorted(edges_array, values, side="right") - 1
-    index[values == edges_array[-1]] = len(edges) - 2
+    index = bin_index(values, edges)
     rows = []
     for k in range(len(edges) - 1):
         inside = index == k

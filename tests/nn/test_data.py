@@ -7,12 +7,15 @@ known, with the random draws replicated from a second generator of the same seed
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy import ndimage
 
 from lensdask.nn.data import NO_AUGMENTATION, Augmentation, ChunkReader, augment, epoch_order
 
@@ -243,7 +246,7 @@ def test_no_augmentation_is_the_identity():
 
 
 def test_rotations_and_flips_keep_flux_and_distance_from_the_centre():
-    config = Augmentation(shift=0.0, zoom=(1.0, 1.0), brightness=(1.0, 1.0))
+    config = Augmentation(resample=True, shift=0.0, zoom=(1.0, 1.0), brightness=(1.0, 1.0))
     centred = augment(blobs(20), np.random.default_rng(1), config=config)
     flux, cy, cx, _ = moments(centred)
     np.testing.assert_allclose(flux, blobs(1).sum(dtype=np.float64), rtol=1e-3)
@@ -258,7 +261,9 @@ def test_rotations_and_flips_keep_flux_and_distance_from_the_centre():
 
 
 def test_shifts_move_the_centroid_by_the_drawn_amount():
-    config = Augmentation(rotate=False, shift=3.0, zoom=(1.0, 1.0), brightness=(1.0, 1.0))
+    config = Augmentation(
+        rotate=False, resample=True, shift=3.0, zoom=(1.0, 1.0), brightness=(1.0, 1.0)
+    )
     out = augment(blobs(40), np.random.default_rng(3), config=config)
     shifts = np.random.default_rng(3).uniform(-3.0, 3.0, (40, 2))  # the first draw
     _, cy, cx, _ = moments(out)
@@ -267,7 +272,9 @@ def test_shifts_move_the_centroid_by_the_drawn_amount():
 
 
 def test_zoom_scales_the_width_by_the_drawn_factor():
-    config = Augmentation(rotate=False, shift=0.0, zoom=(0.8, 1.25), brightness=(1.0, 1.0))
+    config = Augmentation(
+        rotate=False, resample=True, shift=0.0, zoom=(0.8, 1.25), brightness=(1.0, 1.0)
+    )
     out = augment(blobs(40), np.random.default_rng(4), config=config)
     rng = np.random.default_rng(4)
     rng.uniform(0, 0, (40, 2))  # the shifts
@@ -279,7 +286,9 @@ def test_zoom_scales_the_width_by_the_drawn_factor():
 
 
 def test_brightness_rescales_and_clips():
-    config = Augmentation(rotate=False, shift=0.0, zoom=(1.0, 1.0), brightness=(0.5, 1.5))
+    config = Augmentation(
+        rotate=False, resample=True, shift=0.0, zoom=(1.0, 1.0), brightness=(0.5, 1.5)
+    )
     images = blobs(30) * 1.2  # peak 240: bright copies clip at 255
     out = augment(images, np.random.default_rng(5), config=config)
     rng = np.random.default_rng(5)
@@ -297,3 +306,30 @@ def test_default_augmentation_moves_the_centre_by_at_most_the_shift(seed):
     assert np.abs(cy - CENTRE).max() <= config.shift + 0.01
     assert np.abs(cx - CENTRE).max() <= config.shift + 0.01
     assert np.abs(cy - CENTRE).max() > config.shift / 2  # the shifts are really drawn
+
+
+def test_default_augmentation_is_lossless_turns_flips_and_whole_pixel_shifts():
+    images = np.random.default_rng(0).uniform(0, 255, (40, 33, 33)).astype(np.float32)
+    config = Augmentation(brightness=(1.0, 1.0))
+    out = augment(images, np.random.default_rng(9), config=config)
+    rng = np.random.default_rng(9)  # the same draws, applied by scipy
+    turns, flips = rng.integers(0, 4, 40), rng.random(40) < 0.5
+    shifts = rng.integers(-4, 5, (40, 2))
+    assert len({tuple(shift) for shift in shifts}) > 20
+    for k in range(40):
+        expected = np.rot90(images[k], turns[k])
+        expected = expected[:, ::-1] if flips[k] else expected
+        expected = ndimage.shift(expected, shifts[k], order=0, mode="nearest")
+        np.testing.assert_array_equal(out[k], expected)
+
+
+def test_only_resampling_smooths_the_noise():
+    noise = np.random.default_rng(1).normal(100, 10, (64, 101, 101)).astype(np.float32)
+    inner = (slice(None), slice(10, -10), slice(10, -10))
+    config = Augmentation(brightness=(1.0, 1.0))
+    kept = augment(noise, np.random.default_rng(2), config=config)
+    resampled = augment(
+        noise, np.random.default_rng(2), config=dataclasses.replace(config, resample=True)
+    )
+    assert kept[inner].std() / noise[inner].std() > 0.99
+    assert resampled[inner].std() / noise[inner].std() < 0.85

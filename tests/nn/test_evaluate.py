@@ -16,6 +16,8 @@ from sklearn import metrics as skm
 from lensdask.nn.evaluate import (
     THRESHOLDS,
     auc,
+    auc_by_bin,
+    bin_index,
     classifier_metrics,
     predict_images,
     rates_at,
@@ -127,9 +129,58 @@ def test_classifier_metrics_of_the_hand_computed_case():
         ],
         "positives": 2,
         "negatives": 2,
+        "auc_by_bin": {},
     }
     assert [rate["threshold"] for rate in metrics.rates] == list(THRESHOLDS)
     json.dumps(metrics.as_dict())
+
+
+def test_binned_auc_of_the_hand_computed_case():
+    # Positive 0.35 beats negative 0.1 and loses to 0.4: AUC 0.5; positive 0.8 beats both.
+    theta_e = np.array([np.nan, np.nan, 1.2, 3.0])
+    ratio = np.array([np.nan, np.nan, 0.3, 0.01])  # 0.3: the closed last edge; 0.01: outside
+    metrics = classifier_metrics(
+        LABELS, SCORES, parameters={"theta_E": theta_e, "arc_peak_ratio": ratio, "src_R": ratio}
+    )
+    rows = metrics.as_dict()["auc_by_bin"]
+    assert set(rows) == {"theta_E", "arc_peak_ratio"}
+    assert [(r["low"], r["high"], r["positives"], r["auc"]) for r in rows["theta_E"]] == [
+        (1.0, 1.5, 1, 0.5),
+        (1.5, 2.0, 0, None),
+        (2.0, 3.0, 0, None),
+        (3.0, 5.0, 1, 1.0),
+    ]
+    assert [(r["positives"], r["auc"]) for r in rows["arc_peak_ratio"]] == [
+        (0, None),
+        (0, None),
+        (0, None),
+        (1, 0.5),
+    ]
+    assert json.loads(json.dumps(metrics.as_dict())) == metrics.as_dict()
+
+
+@settings(max_examples=100, deadline=None)
+@given(labelled_scores(), st.integers(0, 2**31 - 1))
+def test_binned_auc_matches_scikit_learn_on_each_bin(data, seed):
+    labels, scores = data
+    values = np.random.default_rng(seed).uniform(0.5, 5.5, labels.size)
+    edges = (1.0, 2.0, 3.5, 5.0)
+    rows = auc_by_bin(labels, scores, values, edges)
+    index = bin_index(values, edges)
+    for k, row in enumerate(rows):
+        inside = (labels == 1) & (index == k)
+        assert row["positives"] == inside.sum()
+        if not inside.any():
+            assert row["auc"] is None
+            continue
+        keep = inside | (labels == 0)
+        expected = skm.roc_auc_score(labels[keep], scores[keep])
+        assert row["auc"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_bin_index_closes_the_last_bin_and_drops_nan():
+    values = np.array([0.5, 1.0, 1.99, 2.0, 5.0, 5.01, np.nan])
+    assert bin_index(values, (1.0, 2.0, 5.0)).tolist() == [-1, 0, 0, 1, 1, 2, -1]
 
 
 @pytest.mark.parametrize(
@@ -207,6 +258,9 @@ def test_evaluate_command_recomputes_the_card_metrics(trained, trainset, tmp_pat
     metrics = card["test_metrics"]
     assert f"model {card['model_id']}: test AUC {metrics['auc']:.4f}" in result.output
     assert "(16 lenses, 16 negatives)" in result.output
+    for name, rows in metrics["auc_by_bin"].items():
+        assert f"AUC by {name}: {rows[0]['low']:g}-{rows[0]['high']:g}: " in result.output
+    assert sum(row["positives"] for row in metrics["auc_by_bin"]["theta_E"]) == 16
     assert f"-> {out}" in result.output
     written = json.loads((out / "metrics.json").read_text())
     assert written.pop("model_id") == card["model_id"]

@@ -26,7 +26,8 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from lensdask.nn.train import read_state, train_model, training_hash
+from lensdask.config import TrainConfig
+from lensdask.nn.train import learning_rate, read_state, train_model, training_hash
 from lensdask.normalise import NORMALISATION
 
 keras = pytest.importorskip("keras")
@@ -72,6 +73,62 @@ def test_training_reduces_the_loss(trained):
     assert optimizer_steps(checkpoint(trained.out, "last")) == 3 * STEPS
 
 
+def cosine_rate(step: int, *, peak: float, warmup: int, total: int) -> float:
+    """The warm-up and cosine schedule written out by hand."""
+    if step < warmup:
+        return peak / 10 + (peak - peak / 10) * step / warmup
+    progress = min(step - warmup, total - warmup) / (total - warmup)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_a_hundredth():
+    config = TrainConfig(epochs=4, warmup=0.5, learning_rate=2e-3)
+    schedule = learning_rate(config, 10)
+    steps = np.arange(0, 46)
+    rates = [float(keras.ops.convert_to_numpy(schedule(int(step)))) for step in steps]
+    expected = [cosine_rate(int(s), peak=2e-3, warmup=5, total=40) for s in steps]
+    np.testing.assert_allclose(rates, expected, rtol=1e-5)
+    assert rates[0] == pytest.approx(2e-4) and max(rates) == pytest.approx(2e-3)
+    assert rates[40] == rates[45] == pytest.approx(2e-5)
+    no_warmup = learning_rate(dataclasses.replace(config, warmup=0), 10)
+    assert float(keras.ops.convert_to_numpy(no_warmup(0))) == pytest.approx(2e-3)
+    assert learning_rate(dataclasses.replace(config, schedule="plateau"), 10) == 2e-3
+
+
+def test_the_history_logs_the_scheduled_rate(trained):
+    config = trained.config
+    rows = history(trained.out)
+    expected = [
+        cosine_rate(
+            (row["epoch"] + 1) * STEPS,
+            peak=config.learning_rate,
+            warmup=round(config.warmup * STEPS),
+            total=config.epochs * STEPS,
+        )
+        for row in rows
+    ]
+    np.testing.assert_allclose([row["learning_rate"] for row in rows], expected, rtol=1e-5)
+
+
+def test_plateau_schedule_halves_the_rate_after_each_epoch_without_improvement(
+    trainset, tiny_config, tmp_path
+):
+    config = dataclasses.replace(
+        tiny_config, schedule="plateau", lr_patience=1, learning_rate=3e-3, epochs=3
+    )
+    out = tmp_path / "model"
+    train_model(trainset, out, config=config, progress=False)
+    rate, best = config.learning_rate, float("inf")
+    for row in history(out):
+        # The logged rate is the one the epoch trained with; a halving acts on the next.
+        assert row["learning_rate"] == pytest.approx(rate, rel=1e-6)
+        if row["val_loss"] < best:
+            best = row["val_loss"]
+        else:
+            rate /= 2
+    assert rate < config.learning_rate  # the rule was exercised, not only never triggered
+
+
 def test_without_a_client_it_trains_in_this_process(trained):
     epochs = [r for r in trained.records if r.getMessage().startswith("train: epoch")]
     assert len(epochs) == trained.config.epochs
@@ -114,12 +171,19 @@ def test_card_describes_the_model_and_its_data(trained, trainset):
 
 
 def test_saved_model_reproduces_the_card_metrics(trained, trainset):
+    from lensdask.lensing.simulate import read_table
     from lensdask.nn.card import load_model
     from lensdask.nn.evaluate import classifier_metrics, predict_split
 
     model, card = load_model(trained.out, input_shape=(101, 101, 1))
     labels, scores = predict_split(model, trainset, "test")
-    assert classifier_metrics(labels, scores).as_dict() == card["test_metrics"]
+    table = read_table(trainset, "test")
+    parameters = {name: table[name].to_numpy() for name in ("theta_E", "arc_peak_ratio")}
+    assert (
+        classifier_metrics(labels, scores, parameters=parameters).as_dict()
+        == (card["test_metrics"])
+    )
+    assert set(card["test_metrics"]["auc_by_bin"]) == {"theta_E", "arc_peak_ratio"}
     best, _ = load_model(trained.out)
     for a, b in zip(best.get_weights(), weights(checkpoint(trained.out, "best")), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -214,9 +278,20 @@ def test_a_finished_run_is_not_trained_again(trained, trainset, tiny_config, tmp
 def test_training_hash_ignores_only_the_stopping_rules(trainset, tiny_config):
     attrs = dict(zarr.open_group(str(trainset), mode="r").attrs)
     base = training_hash(tiny_config, attrs)
-    same = dataclasses.replace(tiny_config, epochs=50, patience=9)
-    assert training_hash(same, attrs) == base
-    for change in ({"learning_rate": 2e-3}, {"seed": 1}, {"width": 0.125}, {"augment": True}):
+    assert training_hash(dataclasses.replace(tiny_config, patience=9), attrs) == base
+    # The cosine schedule decays over the epochs; on plateaus they only say when to stop.
+    assert training_hash(dataclasses.replace(tiny_config, epochs=50), attrs) != base
+    plateau = dataclasses.replace(tiny_config, schedule="plateau")
+    longer = dataclasses.replace(plateau, epochs=50, patience=9)
+    assert training_hash(longer, attrs) == training_hash(plateau, attrs) != base
+    for change in (
+        {"learning_rate": 2e-3},
+        {"seed": 1},
+        {"width": 0.125},
+        {"augment": True},
+        {"warmup": 1.0},
+        {"arbitrary_rotation": True},
+    ):
         assert training_hash(dataclasses.replace(tiny_config, **change), attrs) != base
     assert training_hash(tiny_config, {**attrs, "plan_hash": "0" * 16}) != base
     assert training_hash(tiny_config, {**attrs, "config": "0" * 16}) != base
