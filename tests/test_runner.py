@@ -67,27 +67,21 @@ def test_run_stage_prepares_only_when_units_are_left(client, tmp_path):
     from lensdask.runner import run_stage
 
     calls = []
-    inputs = {"u1": 1, "u2": 2}
-    first = run_stage(
-        client,
-        commit_square,
-        tmp_path,
-        inputs,
-        chash="h",
-        stage="sq",
-        progress=False,
-        prepare=lambda: calls.append("prepare"),
-    )
+
+    def run():
+        return run_stage(
+            client,
+            commit_square,
+            tmp_path,
+            {"u1": 1, "u2": 2},
+            chash="h",
+            stage="sq",
+            progress=False,
+            prepare=lambda: calls.append("prepare"),
+        )
+
+    first = run()
     assert first.results == {"u1": 1, "u2": 4} and calls == ["prepare"]
-    again = run_stage(
-        client,
-        commit_square,
-        tmp_path,
-        inputs,
-        chash="h",
-        stage="sq",
-        progress=False,
-        prepare=lambda: calls.append("prepare"),
-    )
+    again = run()
     assert sorted(again.skipped) == ["u1", "u2"] and again.results == {}
     assert calls == ["prepare"]  # nothing left to run: not prepared again

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from lensdask.config import ARC_RATIO_BINS, THETA_E_BINS
+
 THRESHOLDS = (0.25, 0.5, 0.75)
 """p_CNN thresholds at which TPR and FPR are reported (Li et al. 2020, Figure 2)."""
 PREDICT_BATCH = 256
@@ -132,9 +134,8 @@ def auc_by_bin(
     return rows
 
 
-BINNED_PARAMETERS = {"theta_E": "THETA_E_BINS", "arc_peak_ratio": "ARC_RATIO_BINS"}
-"""Mock-lens parameters the test AUC is also reported in bins of, and the
-:mod:`lensdask.config` constant with their edges."""
+BINNED_PARAMETERS = {"theta_E": THETA_E_BINS, "arc_peak_ratio": ARC_RATIO_BINS}
+"""Mock-lens parameters the test AUC is also reported in bins of, and their bin edges."""
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,9 @@ def classifier_metrics(
     """AUC, TPR at 1% FPR, TPR/FPR at :data:`THRESHOLDS`, and the AUC in bins of each of
     ``parameters`` named in :data:`BINNED_PARAMETERS` (arrays of shape (N,), NaN for
     negatives)."""
-    from lensdask import config
-
     fpr, tpr, _ = roc_curve(labels, scores)
     by_bin = {
-        name: auc_by_bin(labels, scores, values, getattr(config, BINNED_PARAMETERS[name]))
+        name: auc_by_bin(labels, scores, values, BINNED_PARAMETERS[name])
         for name, values in (parameters or {}).items()
         if name in BINNED_PARAMETERS
     }
