@@ -364,18 +364,21 @@ class SimulateConfig:
     """Fraction of the training examples held out for validation."""
     negative_mix: Mapping[str, float] = field(
         default_factory=lambda: {
-            "LRG": 0.7,
-            "BG": 0.15,
-            "spiral": 0.05,
-            "ring": 0.05,
-            "merger": 0.05,
+            "LRG": 0.85,
+            "BG": 0.06,
+            "spiral": 0.03,
+            "ring": 0.03,
+            "merger": 0.03,
         }
     )
     """Share of each kind among the negatives (normalised; kinds the cutouts lack are dropped
     with a warning). Kinds other than ``LRG`` and ``BG`` need a ``TRUE_TYPE`` column.
     Mostly LRGs: every mock lens is an LRG, so where few negatives are LRGs a network learns
     "is an LRG" instead of "has arcs" (with half LRGs, the test AUC against LRGs was 0.77
-    where the validation AUC was 0.87; tests/benchmarks/README.md)."""
+    where the validation AUC was 0.87; 85% LRGs gave a test AUC 0.008 higher than 70%). The
+    price is paid on rings, the most lens-like of the other kinds: more of them score high
+    (raise their share where a survey's candidates fill up with rings; the numbers are in
+    tests/benchmarks/README.md)."""
     band: str = "r"
     """Band of the cutouts the training set is made from."""
     supersample: int = 3

@@ -14,7 +14,7 @@ rotated by arbitrary angles; with ``resample`` the shift is instead combined wit
 by an arbitrary angle and a zoom in one bilinear affine resampling. Resampling averages
 neighbouring pixels, which lowers the sky noise of the training images below that of the
 cutouts a model later scores: a model trained so reached a test AUC of 0.9475 on the raw test
-images and 0.966 on resampled ones (tests/benchmarks/README.md), so it is off by default.
+images and 0.963 on resampled ones (tests/benchmarks/README.md), so it is off by default.
 """
 
 from __future__ import annotations
