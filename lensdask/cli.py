@@ -21,6 +21,7 @@ import click
 
 from lensdask import __version__
 from lensdask.cluster import ClusterSpec
+from lensdask.config import SCHEDULES
 from lensdask.nn import set_backend_env
 from lensdask.runner import EXIT_PARTIAL, UnitReport
 
@@ -519,7 +520,7 @@ def simulate_cmd(
 @click.option("--learning-rate", type=float, help="Adam (peak) learning rate [1e-3].")
 @click.option(
     "--schedule",
-    type=click.Choice(["cosine", "plateau"]),
+    type=click.Choice(SCHEDULES),
     help="Learning rate: warm-up and cosine decay over the epochs, or halved on plateaus [cosine].",
 )
 @click.option("--patience", type=int, help="Early-stopping patience, epochs [5].")
