@@ -1,10 +1,10 @@
-"""Typed configuration: frozen dataclasses, validated on construction, loaded from YAML.
+"""Typed configuration: frozen dataclasses, validated on construction.
 
-A job is one YAML file whose top-level keys are sections (``mock_survey``, ``select``,
-``ingest``) plus ``workdir``; each section becomes the dataclass of its stage. Unknown
-keys and bad values fail with an error that names the file, the section and the key.
-Cluster sizing is not part of a job: it comes from the command line, ``deploy/`` and
-Dask's own configuration.
+Each stage's configuration is one dataclass with a docstring per field; a job file's
+section of that stage becomes it through :func:`from_mapping` (:mod:`lensdask.job` reads
+whole job files), and the stage commands' options are made from its fields. Unknown keys
+and bad values fail with an error that names the section and the key. Cluster sizing is not
+part of a job: it comes from the command line, ``deploy/`` and Dask's own configuration.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class SelectConfig:
     c_perp_max: float = 0.2
     """LRG: ``|c_perp| < c_perp_max``."""
     extra_columns: tuple[str, ...] = ()
-    """Catalog columns kept in the targets table beyond the DESIGN.md contract."""
+    """Catalog columns kept in the targets table beyond those of the catalog contract."""
     column_map: Mapping[str, str] = field(default_factory=dict)
     """Canonical KiDS name -> this catalog's column name, for catalogs not ingested."""
 
@@ -616,54 +616,6 @@ class StampConfig:
             raise ConfigError(f"stamps.sheet_limit: must be >= 1 or null, got {self.sheet_limit}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class JobConfig:
-    """A whole job: where it works and the configuration of each stage it runs."""
-
-    workdir: Path = Path("lensdask-output")
-    """Folder for every output of the job (relative paths: to the current directory)."""
-    catalog: Path | None = None
-    """An existing Parquet catalog (file or folder) to select from."""
-    mock_survey: MockSurveyConfig | None = None
-    """Generate a mock survey into ``workdir/survey`` and select from its catalog."""
-    ingest: IngestConfig | None = None
-    """Ingest FITS catalogs from ``ingest.source`` into ``workdir/catalog`` first."""
-    select: SelectConfig = field(default_factory=SelectConfig)
-    """The target selection."""
-    images: Path | None = None
-    """Folder of the tile images (default: the mock survey's images)."""
-    cutouts: CutoutConfig | None = None
-    """Cut the targets out of the tile images into ``workdir/cutouts.zarr``."""
-    simulate: SimulateConfig | None = None
-    """Build the training set ``workdir/trainset.zarr`` from the cutouts."""
-    train: TrainConfig | None = None
-    """Train the classifier on the training set into ``workdir/model``."""
-    model: Path | None = None
-    """An existing model directory to score with (default: the one ``train`` makes)."""
-    score: ScoreConfig | None = None
-    """Score every cutout with the model into ``workdir/scores.parquet``."""
-    candidates: CandidateConfig | None = None
-    """Pick the candidates from the scores into ``workdir/candidates.parquet``."""
-    stamps: StampConfig | None = None
-    """Colour stamps and contact sheets of the candidates into ``workdir/stamps``."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "workdir", Path(self.workdir))
-        if self.images is not None:
-            object.__setattr__(self, "images", Path(self.images))
-        for name in ("catalog", "model"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, Path(getattr(self, name)))
-        given = [
-            name for name in ("catalog", "mock_survey", "ingest") if getattr(self, name) is not None
-        ]
-        if len(given) != 1:
-            raise ConfigError(
-                "a job takes its catalog from exactly one of: catalog (a Parquet path), "
-                f"mock_survey, ingest; got {given or 'none'}"
-            )
-
-
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") -> T:
     """Build the config dataclass ``cls`` from a mapping, checking every key.
 
@@ -689,19 +641,19 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "
         )
     prefix = f"{where}." if where else ""
     kwargs = {
-        name: _convert(hints[name], value, where=prefix + name) for name, value in data.items()
+        name: convert(hints[name], value, where=prefix + name) for name, value in data.items()
     }
     return cls(**kwargs)
 
 
-def _convert(hint: Any, value: Any, *, where: str) -> Any:
+def convert(hint: Any, value: Any, *, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
-        return _convert(hint, value, where=where)
+        return convert(hint, value, where=where)
     if dataclasses.is_dataclass(hint):
         return from_mapping(hint, value, where=where)
     if origin is tuple:
@@ -729,22 +681,3 @@ def _band(item: Any, *, where: str) -> BandSpec:
         base = dataclasses.asdict(BandSpec.kids(name)) if name in KIDS_BANDS else {}
         return from_mapping(BandSpec, {**base, **item}, where=where)
     raise ConfigError(f"{where}: a band is a name or a mapping, got {item!r}")
-
-
-def load_job(path: str | Path) -> JobConfig:
-    """Read a job YAML file into a :class:`JobConfig`, with errors naming the file and key."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"job file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: a job file is a mapping of sections")
-    try:
-        return from_mapping(JobConfig, data)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None

@@ -16,7 +16,18 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from lensdask.config import JobConfig
+from lensdask.config import (
+    CandidateConfig,
+    CutoutConfig,
+    IngestConfig,
+    MockSurveyConfig,
+    ScoreConfig,
+    SelectConfig,
+    SimulateConfig,
+    StampConfig,
+    TrainConfig,
+)
+from lensdask.job import JobConfig
 
 BG_FRACTION = 0.032
 """Fraction of catalog sources that are bright galaxies (KiDS DR4: 3.8M of 120M)."""
@@ -58,7 +69,7 @@ def catalog_size(config: JobConfig) -> tuple[int | None, int | None]:
         source = config.ingest.source
         files = sorted(glob.glob(str(Path(source) / config.ingest.pattern))) if source else []
         return (len(files) or None), (fits_rows(files) if files else None)
-    return parquet_size(config.catalog)
+    return parquet_size(config.path("catalog"))
 
 
 def fits_rows(files: list[str]) -> int | None:
@@ -79,10 +90,10 @@ def parquet_size(path: Path | None) -> tuple[int | None, int | None]:
     """Files and rows of a Parquet file or folder, from the footers."""
     import pyarrow.parquet as pq
 
-    from lensdask.catalog.select import CatalogError, catalog_files
+    from lensdask.formats.parquet import CatalogError, dataset_files
 
     try:
-        files = catalog_files(path) if path is not None else []
+        files = dataset_files(path) if path is not None else []
     except CatalogError:
         files = []
     if not files:
@@ -90,8 +101,33 @@ def parquet_size(path: Path | None) -> tuple[int | None, int | None]:
     return len(files), sum(pq.read_metadata(f).num_rows for f in files)
 
 
-def plan_job(config: JobConfig, stages: list[str]) -> list[StagePlan]:
-    """The plan of ``stages`` (from :func:`lensdask.pipeline.chosen_stages`) of ``config``."""
+@dataclass(frozen=True)
+class JobSizes:
+    """Sizes of a job that the stages' plans share, from its configuration and inputs."""
+
+    tiles: int | None
+    """Catalog files (tiles); None where the inputs are not there to count."""
+    sources: int | None
+    """Catalog rows."""
+    bg: int | None
+    """Bright galaxies (all targets)."""
+    lrg: int | None
+    """LRGs among them."""
+    stamp_bytes: int
+    """Bytes of one cutout in one band."""
+
+    @property
+    def candidates(self) -> int | None:
+        """Candidates at the reference run's rates."""
+        if self.bg is None or self.lrg is None:
+            return None
+        return round(
+            self.lrg * CANDIDATE_RATES["LRG"] + (self.bg - self.lrg) * CANDIDATE_RATES["BG"]
+        )
+
+
+def job_sizes(config: JobConfig) -> JobSizes:
+    """The :class:`JobSizes` of ``config``."""
     tiles, sources = catalog_size(config)
     if config.mock_survey is not None:
         mock = config.mock_survey
@@ -102,77 +138,120 @@ def plan_job(config: JobConfig, stages: list[str]) -> list[StagePlan]:
         bg = None if sources is None else round(sources * BG_FRACTION)
         lrg_total = None if bg is None else round(bg * LRG_FRACTION)
     size = config.cutouts.size if config.cutouts else 101
-    stamp_bytes = size * size * 4
-    plans: dict[str, StagePlan] = {}
-    if config.mock_survey is not None:
-        mock = config.mock_survey
-        images = mock.tiles * len(mock.bands) * mock.image_size**2 * 4 if mock.images else 0
-        plans["mock-survey"] = StagePlan(
-            "mock-survey",
-            mock.tiles,
-            "tile",
-            sources,
-            sources * CATALOG_ROW_BYTES + images,
-            f"{len(mock.bands)} band images of {mock.image_size} px" if mock.images else "",
-        )
-    if config.ingest is not None:
-        plans["ingest"] = StagePlan(
-            "ingest",
-            tiles,
-            "file",
-            sources,
-            sources and sources * CATALOG_ROW_BYTES,
-            "" if tiles else f"no catalogs found in {config.ingest.source}",
-        )
-    plans["select"] = StagePlan(
-        "select",
-        tiles,
-        "file",
-        bg,
-        bg and bg * CATALOG_ROW_BYTES,
-        "" if lrg_total is None else f"~{lrg_total:,} LRGs",
+    return JobSizes(tiles, sources, bg, lrg_total, size * size * 4)
+
+
+def plan_job(config: JobConfig, stages: list[str]) -> list[StagePlan]:
+    """The plan of ``stages`` (from :func:`lensdask.pipeline.chosen_stages`) of ``config``:
+    each stage's plan function of the stage table, or unknowns where it has none."""
+    from lensdask.stages import stage_named
+
+    sizes = job_sizes(config)
+    plans = []
+    for name in stages:
+        stage = stage_named(name)
+        plan = stage.plan_function()
+        section = getattr(config, stage.section)
+        plans.append(plan(section, sizes) if plan else StagePlan(name, None, "unit", None, None))
+    return plans
+
+
+def plan_mock_survey(mock: MockSurveyConfig, sizes: JobSizes) -> StagePlan:
+    """The mock survey: a task per tile, the catalog and the images."""
+    images = mock.tiles * len(mock.bands) * mock.image_size**2 * 4 if mock.images else 0
+    sources = sizes.sources or 0
+    return StagePlan(
+        "mock-survey",
+        mock.tiles,
+        "tile",
+        sizes.sources,
+        sources * CATALOG_ROW_BYTES + images,
+        f"{len(mock.bands)} band images of {mock.image_size} px" if mock.images else "",
     )
-    if config.cutouts is not None:
-        bands = len(config.cutouts.bands)
-        plans["cutouts"] = StagePlan(
-            "cutouts", tiles, "tile", bg, bg and bg * bands * stamp_bytes, f"{bands} band(s)"
-        )
-    if config.simulate is not None:
-        sim = config.simulate
-        train_val = sim.positives + sim.negatives
-        test = sim.test_positives + sim.test_negatives
-        batches = math.ceil(train_val / sim.batch_size) + math.ceil(test / sim.batch_size)
-        plans["simulate"] = StagePlan(
-            "simulate",
-            batches,
-            "batch",
-            train_val + test,
-            (train_val + test) * stamp_bytes,
-            f"{sim.positives:,} mock lenses, {sim.negatives:,} negatives + test",
-        )
-    if config.train is not None:
-        params = RESNET18_PARAMS * config.train.width**2
-        plans["train"] = StagePlan(
-            "train",
-            1,
-            "model",
-            None,
-            params * 4 * 3,
-            f"width {config.train.width}, up to {config.train.epochs} epochs, on one (GPU) worker",
-        )
-    if config.score is not None:
-        plans["score"] = StagePlan("score", tiles, "tile", bg, bg and bg * 40)
-    if config.candidates is not None:
-        n = None
-        if bg is not None:
-            n = round(lrg_total * CANDIDATE_RATES["LRG"] + (bg - lrg_total) * CANDIDATE_RATES["BG"])
-        plans["candidates"] = StagePlan(
-            "candidates", tiles, "score file", n, n and n * 100, "rates of the reference run"
-        )
-    if config.stamps is not None:
-        n = plans["candidates"].rows if "candidates" in plans else None
-        plans["stamps"] = StagePlan("stamps", tiles, "tile", n, n and n * STAMP_BYTES)
-    return [plans[stage] for stage in stages if stage in plans]
+
+
+def plan_ingest(ingest: IngestConfig, sizes: JobSizes) -> StagePlan:
+    """The ingest: a task per FITS catalog."""
+    return StagePlan(
+        "ingest",
+        sizes.tiles,
+        "file",
+        sizes.sources,
+        sizes.sources and sizes.sources * CATALOG_ROW_BYTES,
+        "" if sizes.tiles else f"no catalogs found in {ingest.source}",
+    )
+
+
+def plan_select(select: SelectConfig, sizes: JobSizes) -> StagePlan:
+    """The selection: a task per catalog file."""
+    return StagePlan(
+        "select",
+        sizes.tiles,
+        "file",
+        sizes.bg,
+        sizes.bg and sizes.bg * CATALOG_ROW_BYTES,
+        "" if sizes.lrg is None else f"~{sizes.lrg:,} LRGs",
+    )
+
+
+def plan_cutouts(cutouts: CutoutConfig, sizes: JobSizes) -> StagePlan:
+    """The cutouts: a task per tile, every target in every band."""
+    bands = len(cutouts.bands)
+    return StagePlan(
+        "cutouts",
+        sizes.tiles,
+        "tile",
+        sizes.bg,
+        sizes.bg and sizes.bg * bands * sizes.stamp_bytes,
+        f"{bands} band(s)",
+    )
+
+
+def plan_simulate(sim: SimulateConfig, sizes: JobSizes) -> StagePlan:
+    """The training set: a task per batch of each split."""
+    train_val = sim.positives + sim.negatives
+    test = sim.test_positives + sim.test_negatives
+    batches = math.ceil(train_val / sim.batch_size) + math.ceil(test / sim.batch_size)
+    return StagePlan(
+        "simulate",
+        batches,
+        "batch",
+        train_val + test,
+        (train_val + test) * sizes.stamp_bytes,
+        f"{sim.positives:,} mock lenses, {sim.negatives:,} negatives + test",
+    )
+
+
+def plan_train(train: TrainConfig, sizes: JobSizes) -> StagePlan:
+    """The training: one task; the model, its checkpoint and its optimiser state."""
+    params = RESNET18_PARAMS * train.width**2
+    return StagePlan(
+        "train",
+        1,
+        "model",
+        None,
+        params * 4 * 3,
+        f"width {train.width}, up to {train.epochs} epochs, on one (GPU) worker",
+    )
+
+
+def plan_score(score: ScoreConfig, sizes: JobSizes) -> StagePlan:
+    """The scores: a task per tile, a row per target."""
+    return StagePlan("score", sizes.tiles, "tile", sizes.bg, sizes.bg and sizes.bg * 40)
+
+
+def plan_candidates(candidates: CandidateConfig, sizes: JobSizes) -> StagePlan:
+    """The candidates, at the reference run's rates."""
+    n = sizes.candidates
+    return StagePlan(
+        "candidates", sizes.tiles, "score file", n, n and n * 100, "rates of the reference run"
+    )
+
+
+def plan_stamps(stamps: StampConfig, sizes: JobSizes) -> StagePlan:
+    """The stamps: a task per tile, two PNGs per candidate."""
+    n = sizes.candidates
+    return StagePlan("stamps", sizes.tiles, "tile", n, n and n * STAMP_BYTES)
 
 
 def format_bytes(value: float | None) -> str:

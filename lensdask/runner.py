@@ -64,6 +64,23 @@ class UnitReport:
         return path
 
 
+class UnitCounts:
+    """Base of a stage's report: how many of its units this run wrote and how many were
+    complete already, counted from the report's ``units``."""
+
+    units: UnitReport
+
+    @property
+    def written(self) -> int:
+        """Units completed by this run."""
+        return len(self.units.results)
+
+    @property
+    def skipped(self) -> int:
+        """Units that were complete already."""
+        return len(self.units.skipped)
+
+
 def run_units(
     client: Any,
     func: Callable[..., Any],

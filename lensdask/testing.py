@@ -145,7 +145,8 @@ def small_survey_config(**overrides: object) -> MockSurveyConfig:
 def cutout2d_stamps(
     data: np.ndarray, positions: object, *, size: int = 101, wcs: object = None
 ) -> np.ndarray:
-    """The reference cutouts of DESIGN.md: astropy's ``Cutout2D(data, position, (size, size),
+    """The reference cutouts of the cutout contract (docs/architecture.md, Contracts):
+    astropy's ``Cutout2D(data, position, (size, size),
     wcs=wcs, mode="partial", fill_value=nan)`` at each position, one call per position.
 
     Parameters
@@ -211,8 +212,8 @@ def write_cutout_store(
     Path
         ``path``.
     """
-    from lensdask.cutouts.store import commit_tile_group, open_root, write_tile_group
-    from lensdask.units import Marker, ids_hash, staging_path, write_marker
+    from lensdask.formats.cutout_store import open_root, write_tile_group
+    from lensdask.units import Marker, commit_folder, ids_hash, staging_path, write_marker
 
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -251,7 +252,7 @@ def write_cutout_store(
         }
         staged = staging_path(path, tile)
         write_tile_group(staged, images, columns, attrs=attrs, chunk=64, compression_level=0)
-        commit_tile_group(staged, path / tile)
+        commit_folder(staged, path / tile)
         write_marker(
             path,
             Marker(unit=tile, rows=n, ids_hash=ids_hash(ids), config_hash="testing", files={}),
@@ -278,23 +279,21 @@ def write_candidates(
     pandas.DataFrame
         The rows written, in file order.
     """
-    import zarr
-
-    from lensdask.cutouts.store import complete_tiles
+    from lensdask.formats.cutout_store import complete_tiles, read_tile_columns
 
     rng = np.random.default_rng(seed)
     parts = []
     for tile in complete_tiles(store):
-        group = zarr.open_group(str(Path(store) / tile), mode="r")
-        n = group["ID"].shape[0] if per_tile is None else min(per_tile, group["ID"].shape[0])
+        columns = read_tile_columns(store, tile, ["ID", "sample", "RAJ2000", "DECJ2000"])
+        n = columns["ID"].shape[0] if per_tile is None else min(per_tile, columns["ID"].shape[0])
         parts.append(
             pd.DataFrame(
                 {
-                    "ID": group["ID"][:n].tolist(),
+                    "ID": columns["ID"][:n].tolist(),
                     "THELI_NAME": tile,
-                    "sample": group["sample"][:n].tolist(),
-                    "RAJ2000": group["RAJ2000"][:n],
-                    "DECJ2000": group["DECJ2000"][:n],
+                    "sample": columns["sample"][:n].tolist(),
+                    "RAJ2000": columns["RAJ2000"][:n],
+                    "DECJ2000": columns["DECJ2000"][:n],
                 }
             )
         )
@@ -332,7 +331,7 @@ def write_untrained_model(
     seed : int
         Seed of the weights.
     """
-    from lensdask.nn.card import library_versions, write_model_dir
+    from lensdask.formats.model_dir import library_versions, write_model_dir
     from lensdask.nn.model import architecture, build_resnet18
     from lensdask.normalise import NORMALISATION
 
@@ -348,3 +347,24 @@ def write_untrained_model(
     }
     write_model_dir(model, path, card=card)
     return Path(path)
+
+
+def global_state() -> dict[str, object]:
+    """The process-wide state that library code must leave as it found it: matplotlib's
+    backend, Keras' dtype policy (this thread's), and the states of NumPy's global random
+    generator and of Python's :mod:`random`. Compare two snapshots with ``==``.
+
+    Imports Keras (so its backend) and matplotlib.
+    """
+    import random
+
+    import keras
+    import matplotlib
+
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "matplotlib backend": matplotlib.get_backend(),
+        "keras dtype policy": keras.config.dtype_policy().name,
+        "numpy random": (name, keys.tobytes(), position, has_gauss, gauss),
+        "python random": random.getstate(),
+    }

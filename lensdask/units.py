@@ -4,7 +4,8 @@ Every stage splits its work into units (a tile, a simulation batch) with determi
 names. A unit writes its data into a staging folder, checks it, moves it into place with
 :func:`os.replace` and only then writes its completion marker, a small JSON file under
 ``<out>/_units/``. A rerun skips a unit only when its marker agrees with the files on disk
-and with the hash of the configuration that made it (DESIGN.md, reliability rules).
+and with the hash of the configuration that made it (docs/architecture.md, Reliability
+rules).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lensdask import __version__
+from lensdask.formats.files import jsonable, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +43,8 @@ def config_hash(config: Any) -> str:
         The first 16 hex digits of the SHA-256 of the canonical JSON form.
     """
     payload = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-    text = json.dumps(payload, sort_keys=True, default=_jsonable)
+    text = json.dumps(jsonable(payload), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"cannot hash configuration value {value!r}")
 
 
 def ids_hash(ids: Iterable[str]) -> str:
@@ -123,6 +117,15 @@ def commit_file(staged: Path, final: Path) -> None:
     os.replace(staged, final)
 
 
+def commit_folder(staged: Path, final: Path) -> None:
+    """Move a fully written staged folder into place, replacing an incomplete old one."""
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    os.replace(staged, final)
+
+
 def folder_files(root: Path, folder: Path) -> dict[str, int]:
     """Paths (relative to ``root``) and sizes of every file under ``folder``: what a unit
     committed as a folder lists in its marker."""
@@ -135,11 +138,7 @@ def folder_files(root: Path, folder: Path) -> dict[str, int]:
 
 def write_marker(root: Path, marker: Marker) -> None:
     """Write the completion marker of a unit, atomically, after its data is in place."""
-    path = marker_path(root, marker.unit)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(marker), sort_keys=True, default=_jsonable))
-    os.replace(tmp, path)
+    write_json_atomic(marker_path(root, marker.unit), dataclasses.asdict(marker), indent=None)
 
 
 def read_marker(root: Path, unit: str) -> Marker | None:
@@ -193,53 +192,3 @@ def file_state(path: Path) -> list[Any]:
 def source_config_hash(config: Any, source: Path) -> str:
     """Configuration hash of a unit made from one input file: changes with the file too."""
     return config_hash({"config": dataclasses.asdict(config), "source": file_state(source)})
-
-
-def commit_parquet(table: Any, root: Path, rel: str) -> int:
-    """Write a pyarrow Table to ``root/rel`` through the staging folder, atomically.
-
-    The staged file's row count is checked against the table before it is moved into
-    place. Only low-cardinality columns are dictionary-encoded (see
-    :func:`dictionary_columns`). Returns the size of the committed file in bytes.
-    """
-    import pyarrow.parquet as pq
-
-    staged = staging_path(root, rel.replace("/", "__"))
-    pq.write_table(
-        table,
-        staged,
-        compression="zstd",
-        row_group_size=1 << 20,
-        use_dictionary=dictionary_columns(table),
-    )
-    written = pq.read_metadata(staged).num_rows
-    if written != table.num_rows:
-        raise OSError(f"{staged}: wrote {written} rows instead of {table.num_rows}")
-    final = Path(root) / rel
-    commit_file(staged, final)
-    return final.stat().st_size
-
-
-def dictionary_columns(table: Any, *, sample: int = 2000, max_distinct: int = 64) -> list[str]:
-    """Columns worth dictionary-encoding in Parquet: dictionary-typed ones, and string or
-    integer ones with at most ``max_distinct`` values among their first ``sample`` rows.
-
-    Dictionary pages on high-cardinality columns (IDs, coordinates, magnitudes) make both
-    writing and reading several times slower for no gain in size.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    chosen = []
-    for name in table.column_names:
-        column = table[name]
-        kind = column.type
-        if pa.types.is_dictionary(kind):
-            chosen.append(name)
-        elif (
-            pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
-        ):
-            head = column.slice(0, sample)
-            if pc.count_distinct(head).as_py() <= max_distinct:
-                chosen.append(name)
-    return chosen

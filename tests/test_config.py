@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lensdask.config import (
-    BandSpec,
-    ConfigError,
-    JobConfig,
-    MockSurveyConfig,
-    SelectConfig,
-    load_job,
-)
+from lensdask.config import BandSpec, ConfigError, MockSurveyConfig, SelectConfig
+from lensdask.job import JobConfig, load_job
 
 REPO = Path(__file__).resolve().parents[1]
 

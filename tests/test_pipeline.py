@@ -10,9 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from lensdask.cli import main
-from lensdask.config import load_job
-from lensdask.pipeline import STAGES, chosen_stages, job_stages
+from lensdask.job import load_job
+from lensdask.pipeline import chosen_stages, job_stages
 from lensdask.plan import plan_job
+from lensdask.stages import stage_names
+
+STAGES = stage_names()
 
 ROOT = Path(__file__).resolve().parents[1]
 

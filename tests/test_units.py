@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 
 from lensdask.config import SelectConfig
+from lensdask.formats.parquet import commit_parquet
 from lensdask.units import (
     Marker,
-    commit_parquet,
     complete_units,
     config_hash,
     ids_hash,

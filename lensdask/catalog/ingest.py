@@ -1,8 +1,9 @@
 """Ingest per-tile FITS catalogs (as KiDS DR4 distributes them) into the Parquet layout.
 
 One Dask task per FITS file: open it memory-mapped, take the catalog columns (renamed
-from the survey's names with ``column_map``), cast them to the contract types of
-DESIGN.md, and commit ``OUT/<tile>.parquet`` with its completion marker.
+from the survey's names with ``column_map``), cast them to the types of the catalog
+contract (docs/architecture.md, Contracts), and commit ``OUT/<tile>.parquet`` with its
+completion marker.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 
 from lensdask.catalog.schema import CATALOG_COLUMNS, SchemaError, check_columns, contract_types
 from lensdask.config import IngestConfig
+from lensdask.formats.parquet import commit_parquet
 from lensdask.runner import UnitReport, run_stage
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
-    commit_parquet,
     ids_hash,
     source_config_hash,
     write_marker,
@@ -58,7 +60,7 @@ def read_fits_catalog(path: str | Path, *, config: IngestConfig):
     Returns
     -------
     pyarrow.Table
-        The catalog columns of DESIGN.md (contract types) followed by the extra columns.
+        The catalog columns of the contract (with its types) followed by the extra columns.
 
     Raises
     ------
@@ -193,3 +195,17 @@ def _unit_name(path: Path, *, config: IngestConfig) -> str:
         return tile_name(path, config=config)
     except SchemaError:
         return path.stem
+
+
+def run(config: IngestConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
+    """The ``ingest`` stage: :func:`ingest_catalogs` of ``config.source`` into the
+    ``catalog`` artifact."""
+    if config.source is None:
+        raise ValueError("ingest.source: the folder of FITS catalogs is not set")
+    out = io.out("catalog")
+    report = ingest_catalogs(config.source, out, config=config, client=client, progress=progress)
+    return StageOutcome(
+        reports=[report.units],
+        outputs={"catalog": out},
+        lines=[f"ingest: {report.rows} sources from {report.files} files -> {out}"],
+    )

@@ -1,4 +1,5 @@
-"""The catalog contract of DESIGN.md: KiDS DR4 column names and their types."""
+"""The catalog contract (docs/architecture.md, Contracts): KiDS DR4 column names and their
+types."""
 
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ def check_columns(present: list[str] | tuple[str, ...], needed: list[str], *, so
 
 
 def contract_types(table):
-    """Cast the columns of a pyarrow Table that DESIGN.md types (ID, tile name: string;
-    RA/Dec: float64) and leave the others as they are."""
+    """Cast the columns of a pyarrow Table whose type the catalog contract fixes (ID, tile
+    name: string; RA/Dec: float64) and leave the others as they are."""
     import pyarrow as pa
 
     fields = []

@@ -10,9 +10,7 @@ dataframe, one partition per catalog file, for interactive work.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +28,14 @@ from lensdask.catalog.schema import (
     contract_types,
 )
 from lensdask.config import SelectConfig
+from lensdask.formats.files import write_json_atomic, write_text_atomic
+from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_files
 from lensdask.runner import UnitReport, run_stage
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     MARKER_DIR,
     Marker,
     clear_marker,
-    commit_parquet,
     complete_units,
     ids_hash,
     is_complete,
@@ -50,30 +50,6 @@ COUNTS = ("sources", "rows", "LRG", "BG", "nan_colour")
 """Counts kept per catalog file (in its marker) and summed in the summary."""
 SUMMARY_FILE = "_summary.json"
 TILES_FILE = "_tiles.csv"
-
-
-class CatalogError(OSError):
-    """A catalog file cannot be found or read."""
-
-
-def catalog_files(catalog: str | Path) -> list[Path]:
-    """The Parquet files of a catalog: the file itself, or ``*.parquet`` in a folder.
-
-    Files and folders whose names start with ``_`` or ``.`` (markers, staging) are skipped.
-    """
-    catalog = Path(catalog)
-    if catalog.is_file():
-        return [catalog]
-    if not catalog.is_dir():
-        raise CatalogError(f"catalog {catalog} does not exist")
-    files = sorted(
-        path
-        for path in catalog.rglob("*.parquet")
-        if not any(part.startswith(("_", ".")) for part in path.relative_to(catalog).parts)
-    )
-    if not files:
-        raise CatalogError(f"catalog {catalog} holds no .parquet files")
-    return files
 
 
 def output_columns(config: SelectConfig) -> list[str]:
@@ -252,7 +228,7 @@ def targets_frame(catalog: str | Path, *, config: SelectConfig | None = None):
     import dask.dataframe as dd
 
     config = config or SelectConfig()
-    files = catalog_files(catalog)
+    files = dataset_files(catalog)
     return dd.from_map(_targets_pandas, files, config=config, label="select-targets")
 
 
@@ -340,7 +316,7 @@ def select_targets(
         Counts per tile and per sample, and the failed files.
     """
     config = config or SelectConfig()
-    files = catalog_files(catalog)
+    files = dataset_files(catalog)
     units = [path.stem for path in files]
     if len(set(units)) != len(units):
         raise CatalogError(f"catalog {catalog}: two files share a name: units must be unique")
@@ -412,14 +388,12 @@ def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig,
             k: (dict(v) if k == "column_map" else v) for k, v in dataclasses.asdict(config).items()
         },
     }
-    tmp = report.out / (SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, report.out / SUMMARY_FILE)
+    write_json_atomic(report.out / SUMMARY_FILE, summary, sort_keys=False)
     lines = ["tile,sources,targets,LRG,BG,nan_colour"] + [
         f"{unit},{c['sources']},{c['rows']},{c['LRG']},{c['BG']},{c['nan_colour']}"
         for unit, c in sorted(report.per_tile.items())
     ]
-    (report.out / TILES_FILE).write_text("\n".join(lines) + "\n")
+    write_text_atomic(report.out / TILES_FILE, "\n".join(lines) + "\n")
     for unit, c in sorted(report.per_tile.items()):
         logger.info("select: %s: %d LRG, %d BG", unit, c["LRG"], c["BG"])
     logger.info(
@@ -442,8 +416,21 @@ __all__ = [
     "CatalogError",
     "SchemaError",
     "SelectReport",
-    "catalog_files",
     "read_tile_targets",
     "select_targets",
     "targets_frame",
 ]
+
+
+def run(config: SelectConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
+    """The ``select`` stage: :func:`select_targets` from the ``catalog`` artifact."""
+    report = select_targets(
+        io.need("catalog"), io.out("targets"), config=config, client=client, progress=progress
+    )
+    rows, lrg, bg = report.total("rows"), report.total("LRG"), report.total("BG")
+    return StageOutcome(
+        reports=[report.units],
+        outputs={"targets": report.out},
+        counts={"targets selected": rows, "LRG": lrg, "BG (not LRG)": bg},
+        lines=[f"select: {rows} targets ({lrg} LRG, {bg} BG) -> {report.out}"],
+    )

@@ -6,7 +6,7 @@ image block of rows by block (:mod:`lensdask.cutouts.extract`): each block is me
 on its own and dropped when done, so the image is never in memory as a whole and the
 worker's resident memory does not grow with it (the pages of one memory map of the whole
 image would all count in the RSS that Dask's nanny limits). Then it commits the tile's group
-of the Zarr store (:mod:`lensdask.cutouts.store`) with its completion marker. A target
+of the Zarr store (:mod:`lensdask.formats.cutout_store`) with its completion marker. A target
 whose centre falls outside its tile's image is skipped and counted.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,16 @@ from typing import Any
 import numpy as np
 
 from lensdask import __version__
-from lensdask.catalog.select import catalog_files
 from lensdask.config import CutoutConfig
 from lensdask.cutouts.extract import centre_inside, extract_stamps_by_rows, sky_to_pixel
-from lensdask.cutouts.store import commit_tile_group, open_root, write_tile_group
-from lensdask.runner import UnitReport, run_stage
+from lensdask.formats.cutout_store import open_root, write_tile_group
+from lensdask.formats.targets import load_tile_targets, tile_sources
+from lensdask.runner import UnitCounts, UnitReport, run_stage
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
+    commit_folder,
     config_hash,
     file_state,
     folder_files,
@@ -41,59 +42,6 @@ from lensdask.units import (
 logger = logging.getLogger(__name__)
 
 STAGE = "cutouts"
-TARGET_COLUMNS = ("ID", "RAJ2000", "DECJ2000", "THELI_NAME", "sample")
-
-
-def tile_sources(targets: str | Path) -> dict[str, list[Path]]:
-    """Which targets files hold each tile, from the Parquet footers where possible.
-
-    A file whose ``THELI_NAME`` statistics say it holds one tile (as ``lensdask select``
-    writes them) costs only its footer; other files have that one column read.
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    sources: dict[str, list[Path]] = defaultdict(list)
-    for path in catalog_files(targets):
-        metadata = pq.read_metadata(path)
-        names = metadata.schema.names
-        if "THELI_NAME" not in names:
-            raise KeyError(f"{path}: missing column THELI_NAME")
-        column = names.index("THELI_NAME")
-        stats = [
-            metadata.row_group(i).column(column).statistics for i in range(metadata.num_row_groups)
-        ]
-        if stats and all(s is not None and s.has_min_max and s.min == s.max for s in stats):
-            tiles = {s.min for s in stats}
-        else:
-            tiles = set(
-                pc.unique(pq.read_table(path, columns=["THELI_NAME"])["THELI_NAME"]).to_pylist()
-            )
-        for tile in tiles:
-            sources[tile].append(path)
-    return dict(sorted(sources.items()))
-
-
-def load_tile_targets(tile: str, sources: list[Path]):
-    """The targets of ``tile`` from its targets files, as a pyarrow Table."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    dataset = ds.dataset([str(path) for path in sources], format="parquet")
-    missing = [name for name in TARGET_COLUMNS if name not in dataset.schema.names]
-    if missing:
-        raise KeyError(f"{sources[0]}: missing column(s) {', '.join(missing)}")
-    table = dataset.to_table(
-        columns=list(TARGET_COLUMNS), filter=ds.field("THELI_NAME") == tile, use_threads=False
-    )
-    return table.cast(
-        pa.schema(
-            [
-                (name, pa.float64() if name in ("RAJ2000", "DECJ2000") else pa.string())
-                for name in TARGET_COLUMNS
-            ]
-        )
-    )
 
 
 def open_image(path: Path, *, hdu: int):
@@ -244,7 +192,7 @@ def cutout_tile(
         shard=config.shard,
     )
     final = out / tile
-    commit_tile_group(staged, final)
+    commit_folder(staged, final)
     files = folder_files(out, final)
     counts = {
         "cutouts": int(keep.size),
@@ -266,13 +214,11 @@ def cutout_tile(
 
 
 @dataclass(frozen=True)
-class CutoutReport:
+class CutoutReport(UnitCounts):
     """Outcome of :func:`make_cutouts`."""
 
     out: Path
     tiles: int
-    written: int
-    skipped: int
     counts: dict[str, int]
     """Totals over the tiles written now: cutouts, outside, edge."""
     units: UnitReport
@@ -349,8 +295,30 @@ def make_cutouts(
     return CutoutReport(
         out=out,
         tiles=len(sources),
-        written=len(report.results),
-        skipped=len(report.skipped),
         counts=counts,
         units=report,
+    )
+
+
+def run(config: CutoutConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
+    """The ``cutouts`` stage: :func:`make_cutouts` of the ``targets`` from the ``images``."""
+    report = make_cutouts(
+        io.need("targets"),
+        io.need("images"),
+        io.out("cutouts"),
+        config=config,
+        client=client,
+        progress=progress,
+    )
+    counts = report.counts
+    return StageOutcome(
+        reports=[report.units],
+        outputs={"cutouts": report.out},
+        counts={"cutouts written now": counts["cutouts"]},
+        lines=[
+            f"cutouts: {report.written} tiles written, {report.skipped} already complete, "
+            f"{len(report.units.failures)} failed; {counts['cutouts']} cutouts "
+            f"({counts['edge']} at an image border), {counts['outside']} targets "
+            f"outside their tile -> {report.out}"
+        ],
     )

@@ -30,13 +30,10 @@ def plot_examples(trainset: str | Path, path: str | Path, *, split: str = "train
     Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import zarr
+    from matplotlib.figure import Figure
 
-    from lensdask.lensing.simulate import read_table
+    from lensdask.formats.trainset import read_table
 
     trainset, path = Path(trainset), Path(path)
     table = read_table(trainset, split)
@@ -47,7 +44,8 @@ def plot_examples(trainset: str | Path, path: str | Path, *, split: str = "train
     lenses = np.flatnonzero(table["label"].to_numpy() == 1)[:n]
     negatives = _by_kind(table, n)
     rows = [("lens", lenses), ("negative", negatives)]
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.0), squeeze=False)
+    fig = Figure(figsize=(1.6 * n, 4.0))
+    axes = fig.subplots(2, n, squeeze=False)
     for axes_row, (what, index) in zip(axes, rows, strict=True):
         for ax, k in zip(axes_row, list(index) + [None] * (n - len(index)), strict=True):
             ax.set_axis_off()
@@ -63,7 +61,6 @@ def plot_examples(trainset: str | Path, path: str | Path, *, split: str = "train
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

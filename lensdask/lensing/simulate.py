@@ -1,23 +1,12 @@
 """The training-set job: mock lenses painted on real LRG cutouts, and real negatives.
 
-Layout of ``trainset.zarr``::
-
-    zarr.json                        root attributes: configuration, plan hash, composition,
-                                     normalisation, band, pixel scale, source cutout store
-    <split>/images                   (N, size, size) float32 in [0, 255] (``normalise_stamps``)
-    <split>/label                    (N,) int8: 1 mock lens, 0 real negative
-    <split>/kind                     (N,) str: ``lens`` or the negative's kind (LRG, BG, spiral...)
-    <split>/source_id, source_tile   (N,) str: the real cutout each example is made from
-    <split>/params/<name>            (N,) float64: every mock-lens parameter (NaN for negatives),
-                                     the magnification and the arc scale (provenance)
-    _units/<split>-<batch>.json      completion markers
-
-``split`` is ``train``, ``val`` or ``test``. The driver makes a plan: which cutout each
-example comes from and its label, from the run seed alone. The test split's LRGs (its
-negatives, and the hosts of its mock lenses) are kept out of the other splits. Each batch of
-``batch_size`` examples is one task that draws from ``SeedSequence([seed, split, batch])``
-and writes exactly one chunk of every array, then its marker; so the bytes are the same
-whatever the number of workers, and a rerun redoes only the batches without a marker.
+The training set's layout (``trainset.zarr``) is :mod:`lensdask.formats.trainset`. The
+driver makes a plan: which cutout each example comes from and its label, from the run seed
+alone. The test split's LRGs (its negatives, and the hosts of its mock lenses) are kept out
+of the other splits. Each batch of ``batch_size`` examples is one task that draws from
+``SeedSequence([seed, split, batch])`` and writes exactly one chunk of every array, then its
+marker; so the bytes are the same whatever the number of workers, and a rerun redoes only
+the batches without a marker.
 """
 
 from __future__ import annotations
@@ -25,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +22,24 @@ import numpy as np
 
 from lensdask import __version__
 from lensdask.config import SimulateConfig
+from lensdask.formats.cutout_store import (
+    complete_tiles,
+    is_store,
+    read_band_rows,
+    read_tile_attrs,
+    read_tile_columns,
+)
+from lensdask.formats.files import jsonable
+from lensdask.formats.targets import read_truth
+from lensdask.formats.trainset import SPLITS, prepare_trainset, write_batch_arrays
 from lensdask.normalise import NORMALISATION
-from lensdask.runner import UnitReport, run_stage
+from lensdask.runner import UnitCounts, UnitReport, run_stage
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import Marker, clear_marker, config_hash, ids_hash, write_marker
 
 logger = logging.getLogger(__name__)
 
 STAGE = "simulate"
-SPLITS = ("train", "val", "test")
 PLAN_STREAM = 2**31 - 1
 """Second entropy word of the plan's seed, ``SeedSequence([seed, PLAN_STREAM])``; batches
 use ``[seed, split_index, batch]``, so the streams never coincide."""
@@ -85,32 +83,29 @@ def cutout_inventory(cutouts: str | Path, *, band: str, targets: str | Path | No
         If a tile lacks ``band``.
     """
     import pandas as pd
-    import zarr
-
-    from lensdask.cutouts.store import complete_tiles
 
     cutouts = Path(cutouts)
-    if not (cutouts / "zarr.json").is_file():
+    if not is_store(cutouts):
         raise NoCutoutsError(f"{cutouts}: not a cutout store (make one with `lensdask cutouts`)")
     tiles = complete_tiles(cutouts)
     if not tiles:
         raise NoCutoutsError(f"{cutouts}: no complete tile in the cutout store")
     frames = []
     for tile in tiles:
-        group = zarr.open_group(str(cutouts / tile), mode="r")
-        bands = list(group.attrs["bands"])
+        bands = list(read_tile_attrs(cutouts, tile)["bands"])
         if band not in bands:
             raise KeyError(f"{cutouts}/{tile}: no band {band!r} (has {bands})")
-        nan_fraction = group["nan_fraction"][:][:, bands.index(band)]
+        columns = read_tile_columns(cutouts, tile, ["ID", "sample", "edge", "nan_fraction"])
+        nan_fraction = columns["nan_fraction"][:, bands.index(band)]
         frame = pd.DataFrame(
             {
-                "ID": group["ID"][:].astype(object),
+                "ID": columns["ID"].astype(object),
                 "tile": tile,
                 "row": np.arange(nan_fraction.size),
-                "kind": group["sample"][:].astype(object),
+                "kind": columns["sample"].astype(object),
             }
         )
-        frames.append(frame[(nan_fraction == 0) & ~group["edge"][:]])
+        frames.append(frame[(nan_fraction == 0) & ~columns["edge"]])
     inventory = pd.concat(frames, ignore_index=True)
     if targets is not None:
         inventory = _apply_truth(inventory, Path(targets))
@@ -120,13 +115,9 @@ def cutout_inventory(cutouts: str | Path, *, band: str, targets: str | Path | No
 def _apply_truth(inventory, targets: Path):
     """Kinds from ``TRUE_TYPE`` and removal of ``TRUE_LENS`` galaxies, where the targets
     have those columns."""
-    import pyarrow.dataset as ds
-
-    dataset = ds.dataset(targets, format="parquet")
-    columns = [c for c in ("TRUE_TYPE", "TRUE_LENS") if c in dataset.schema.names]
-    if not columns:
+    truth = read_truth(targets)
+    if truth is None:
         return inventory
-    truth = dataset.to_table(columns=["ID", *columns]).to_pandas().set_index("ID")
     truth = truth.reindex(inventory["ID"])
     if "TRUE_TYPE" in truth:
         true_type = truth["TRUE_TYPE"].astype(str).to_numpy()
@@ -283,19 +274,12 @@ def parameter_names(config: SimulateConfig) -> list[str]:
 
 def read_cutouts(cutouts: Path, rows, *, band: str) -> np.ndarray:
     """The ``band`` cutouts of plan ``rows`` (any order), read tile by tile."""
-    import zarr
-
-    size = None
     result: np.ndarray | None = None
     for tile, part in rows.groupby("tile", sort=True):
-        array = zarr.open_array(str(cutouts / tile / band), mode="r")
+        data = read_band_rows(cutouts, tile, band, part["row"].to_numpy())
         if result is None:
-            size = array.shape[1:]
-            result = np.empty((len(rows), *size), dtype=np.float32)
-        wanted = part["row"].to_numpy()
-        unique, inverse = np.unique(wanted, return_inverse=True)
-        data = array.get_orthogonal_selection((unique, slice(None), slice(None)))
-        result[rows.index.get_indexer(part.index)] = data[inverse]
+            result = np.empty((len(rows), *data.shape[1:]), dtype=np.float32)
+        result[rows.index.get_indexer(part.index)] = data
     if result is None:
         raise ValueError("read_cutouts: no rows")
     return result
@@ -366,8 +350,6 @@ def write_batch(
     psf: np.ndarray,
 ) -> dict[str, int]:
     """Make one batch and write it into its chunk of every array, then its marker."""
-    import zarr
-
     clear_marker(out, unit)
     rows = batch.rows
     seed = np.random.SeedSequence([config.seed, SPLITS.index(batch.split), batch.index])
@@ -379,9 +361,7 @@ def write_batch(
         pixel_scale=pixel_scale,
         psf=psf,
     )
-    group = zarr.open_group(str(out / batch.split), mode="r+")
-    where = slice(batch.start, batch.start + len(rows))
-    columns = {
+    arrays = {
         "images": images,
         "label": rows["label"].to_numpy(),
         "kind": rows["kind"].to_numpy(dtype=str),
@@ -389,14 +369,9 @@ def write_batch(
         "source_tile": rows["tile"].to_numpy(dtype=str),
         **{f"params/{name}": values for name, values in params.items()},
     }
-    files = {}
-    # Every chunk becomes a file, even one of fill values only, so the marker can list it.
-    with zarr.config.set({"array.write_empty_chunks": True}):
-        for name, values in columns.items():
-            array = group[name]
-            array[where] = values
-            rel = f"{batch.split}/{array.path}/c/{batch.index}" + "/0" * (array.ndim - 1)
-            files[rel] = (out / rel).stat().st_size
+    files = write_batch_arrays(
+        out, batch.split, index=batch.index, start=batch.start, arrays=arrays
+    )
     positives = int(rows["label"].sum())
     write_marker(
         out,
@@ -412,51 +387,10 @@ def write_batch(
     return {"rows": len(rows), "positives": positives}
 
 
-def prepare_store(out: Path, plan, *, attrs: dict[str, Any], config: SimulateConfig, size: int):
-    """Create the (empty) arrays of a training set, or keep them if the plan is the same.
-
-    A store made from another plan or configuration is removed first, so that no batch of an
-    old plan survives under a new one.
-    """
-    import zarr
-
-    if out.exists():
-        try:
-            old = dict(zarr.open_group(str(out), mode="r").attrs)
-        except (FileNotFoundError, ValueError):  # not a Zarr group: never a training set
-            raise FileExistsError(
-                f"{out}: exists and is not a training set; not touching it"
-            ) from None
-        if old.get("plan_hash") == attrs["plan_hash"] and old.get("config") == attrs["config"]:
-            return
-        logger.warning("simulate: %s was made from another plan or configuration: remade", out)
-        shutil.rmtree(out)
-    root = zarr.open_group(str(out), mode="w-", attributes=attrs)
-    chunk = config.batch_size
-    names = parameter_names(config)
-    for split in SPLITS:
-        n = int((plan["split"] == split).sum())
-        group = root.create_group(split)
-        group.create_array(
-            "images",
-            shape=(n, size, size),
-            dtype="float32",
-            chunks=(chunk, size, size),
-            compressors=None,
-            dimension_names=("example", "y", "x"),
-        )
-        group.create_array("label", shape=(n,), dtype="int8", chunks=(chunk,), fill_value=-1)
-        for name in ("kind", "source_id", "source_tile"):
-            group.create_array(name, shape=(n,), dtype=str, chunks=(chunk,))
-        params = group.create_group("params", attributes={"columns": names})
-        for name in names:
-            params.create_array(name, shape=(n,), dtype="float64", chunks=(chunk,))
-
-
 def load_psf(config: SimulateConfig, *, pixel_scale: float) -> np.ndarray:
     """The PSF image arcs are convolved with: ``config.psf_image`` or a Moffat."""
     if config.psf_image is None:
-        from lensdask.mock.render import moffat_psf
+        from lensdask.lensing.psf import moffat_psf
 
         return moffat_psf(config.psf_fwhm, pixel_scale=pixel_scale, beta=config.psf_beta)
     from astropy.io import fits
@@ -471,14 +405,12 @@ def load_psf(config: SimulateConfig, *, pixel_scale: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TrainsetReport:
+class TrainsetReport(UnitCounts):
     """Outcome of :func:`simulate_lenses`."""
 
     out: Path
     counts: dict[str, dict[str, int]]
     """Examples per split and kind (``lens`` for mock lenses)."""
-    written: int
-    skipped: int
     plot: Path | None
     units: UnitReport
 
@@ -500,7 +432,7 @@ def simulate_lenses(
     cutouts : path
         The cutout store.
     out : path
-        The training set to write (``trainset.zarr``; see the module docstring).
+        The training set to write (``trainset.zarr``, :mod:`lensdask.formats.trainset`).
     config : SimulateConfig
         Sizes, priors, PSF, batch size and seed.
     client : distributed.Client
@@ -517,14 +449,12 @@ def simulate_lenses(
     -------
     TrainsetReport
     """
-    import zarr
-
     cutouts, out = Path(cutouts), Path(out)
     inventory = cutout_inventory(cutouts, band=config.band, targets=targets)
     plan = plan_trainset(inventory, config=config)
-    first = zarr.open_group(str(cutouts / inventory["tile"].iloc[0]), mode="r")
-    pixel_scale = float(first.attrs["pixel_scale"][config.band])
-    size = int(first.attrs["size"])
+    first = read_tile_attrs(cutouts, inventory["tile"].iloc[0])
+    pixel_scale = float(first["pixel_scale"][config.band])
+    size = int(first["size"])
     counts = {
         split: {str(k): int(v) for k, v in part["kind"].value_counts().sort_index().items()}
         for split, part in plan.groupby("split", sort=False)
@@ -543,8 +473,15 @@ def simulate_lenses(
         "normalisation": NORMALISATION,
         "labels": {"1": "mock lens", "0": "real negative"},
     }
-    attrs = _jsonable(attrs)
-    prepare_store(out, plan, attrs=attrs, config=config, size=size)
+    attrs = jsonable(attrs)
+    prepare_trainset(
+        out,
+        attrs=attrs,
+        split_sizes=plan["split"].value_counts().to_dict(),
+        chunk=config.batch_size,
+        size=size,
+        parameters=parameter_names(config),
+    )
     batches = plan_batches(plan, batch_size=config.batch_size)
     chash = config_hash(
         {"config": attrs["config"], "plan": attrs["plan_hash"], "cutouts": _store_state(cutouts)}
@@ -571,8 +508,6 @@ def simulate_lenses(
     return TrainsetReport(
         out=out,
         counts=counts,
-        written=len(report.results),
-        skipped=len(report.skipped),
         plot=plot_path,
         units=report,
     )
@@ -589,32 +524,35 @@ def _store_state(cutouts: Path) -> dict[str, list[Any]]:
     }
 
 
-def _jsonable(value: Any) -> Any:
-    """Attributes as plain JSON types (tuples to lists, paths to strings)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def read_table(path: str | Path, split: str):
-    """The per-example table of a split (labels, kinds, sources, parameters) as a DataFrame."""
-    import pandas as pd
-    import zarr
-
-    if split not in SPLITS:
-        raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
-    group = zarr.open_group(str(Path(path) / split), mode="r")
-    table = {
-        "label": group["label"][:],
-        "kind": group["kind"][:].astype(object),
-        "source_id": group["source_id"][:].astype(object),
-        "source_tile": group["source_tile"][:].astype(object),
-    }
-    params = group["params"]
-    for name in params.attrs["columns"]:
-        table[name] = params[name][:]
-    return pd.DataFrame(table)
+def run(
+    config: SimulateConfig,
+    io: StageIO,
+    *,
+    client: Any,
+    progress: bool = True,
+    plot: Path | None = None,
+) -> StageOutcome:
+    """The ``simulate`` stage: :func:`simulate_lenses` from the ``cutouts`` (negatives
+    picked with the ``targets`` where they exist)."""
+    report = simulate_lenses(
+        io.need("cutouts"),
+        io.out("trainset"),
+        config=config,
+        client=client,
+        targets=io.optional("targets"),
+        plot=plot,
+        progress=progress,
+    )
+    outcome = StageOutcome(reports=[report.units], outputs={"training set": report.out})
+    for split, kinds in report.counts.items():
+        parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        outcome.lines.append(f"simulate: {split}: {parts}")
+        outcome.counts[f"{split} examples"] = sum(kinds.values())
+    outcome.lines.append(
+        f"simulate: {report.written} batches written, {report.skipped} already complete, "
+        f"{len(report.units.failures)} failed -> {report.out}"
+    )
+    if report.plot is not None:
+        outcome.outputs["training examples"] = report.plot
+        outcome.lines.append(f"examples -> {report.plot}")
+    return outcome

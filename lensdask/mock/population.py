@@ -7,7 +7,8 @@ parameters of their structure; :func:`draw_lrgs` adds luminous red galaxies on d
 The model is tuned so that, like KiDS DR4 (120M sources, 3.8M BGs, 127k LRGs), about
 3.2% of all sources are bright galaxies and about 3.3% of those pass the LRG cuts.
 
-Columns are the KiDS DR4 names of DESIGN.md plus ``MASK`` and the truth columns
+Columns are the KiDS DR4 names of the catalog contract (docs/architecture.md, Contracts)
+plus ``MASK`` and the truth columns
 (``TRUE_*``, ``N_SERSIC``, ``R_EFF``, ``AXIS_RATIO``, ``POS_ANGLE`` and the
 :data:`STRUCTURE_COLUMNS`) that the mock adds.
 """

@@ -29,13 +29,14 @@ import numpy as np
 
 from lensdask import __version__
 from lensdask.config import BandSpec, MockSurveyConfig
+from lensdask.formats.parquet import commit_parquet
 from lensdask.lensing.mocks import PEAK_RADIUS
+from lensdask.lensing.psf import moffat_psf
 from lensdask.mock.lenses import LensPlan, choose_lenses, lens_samples, plan_lenses
 from lensdask.mock.population import TYPES, colour_offset, draw_lrgs, draw_population
 from lensdask.mock.render import (
     add_profiles,
     mag_to_flux,
-    moffat_psf,
     render_sources,
     sky_sigma,
     source_peaks,
@@ -50,12 +51,12 @@ from lensdask.mock.tiles import (
     survey_tiles,
     tile_wcs,
 )
-from lensdask.runner import UnitReport, run_stage
+from lensdask.runner import UnitCounts, UnitReport, run_stage
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
     commit_file,
-    commit_parquet,
     config_hash,
     ids_hash,
     staging_path,
@@ -394,13 +395,11 @@ def write_tile(
 
 
 @dataclass(frozen=True)
-class SurveyReport:
+class SurveyReport(UnitCounts):
     """Outcome of :func:`make_mock_survey`."""
 
     out: Path
     tiles: int
-    written: int
-    skipped: int
     rows_written: int
     units: UnitReport
 
@@ -456,8 +455,21 @@ def make_mock_survey(
     return SurveyReport(
         out=out,
         tiles=len(tiles),
-        written=len(report.results),
-        skipped=len(report.skipped),
         rows_written=rows,
         units=report,
+    )
+
+
+def run(
+    config: MockSurveyConfig, io: StageIO, *, client: Any, progress: bool = True
+) -> StageOutcome:
+    """The ``mock-survey`` stage: :func:`make_mock_survey` into the ``survey`` artifact."""
+    report = make_mock_survey(io.out("survey"), config=config, client=client, progress=progress)
+    return StageOutcome(
+        reports=[report.units],
+        outputs={"mock survey": report.out},
+        lines=[
+            f"mock survey: {report.written} tiles written, {report.skipped} already complete, "
+            f"{report.rows_written} sources written -> {report.out}"
+        ],
     )

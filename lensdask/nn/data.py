@@ -20,11 +20,12 @@ images and 0.963 on resampled ones (tests/benchmarks/README.md), so it is off by
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lensdask.formats.trainset import ChunkReader
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,41 +108,6 @@ def _resample(images: np.ndarray, rng: np.random.Generator, *, config: Augmentat
         matrix = np.array([[cos, -sin], [sin, cos]])
         offset = centre - matrix @ (centre + shifts[k])
         images[k] = ndimage.affine_transform(images[k], matrix, offset, order=1, mode="nearest")
-
-
-class ChunkReader:
-    """Reads examples of one split by index, one Zarr chunk at a time (two kept)."""
-
-    def __init__(self, trainset: str | Path, split: str, *, cache: int = 2) -> None:
-        import zarr
-
-        group = zarr.open_group(str(Path(trainset) / split), mode="r")
-        self.images = group["images"]
-        self.labels = group["label"][:].astype(np.float32)
-        self.chunk = int(self.images.chunks[0])
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._size = cache
-
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def _chunk(self, k: int) -> np.ndarray:
-        if k in self._cache:
-            self._cache.move_to_end(k)
-        else:
-            self._cache[k] = self.images[k * self.chunk : (k + 1) * self.chunk]
-            if len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return self._cache[k]
-
-    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Images ``(n, H, W)`` and labels ``(n,)`` of examples ``index`` (in that order)."""
-        images = np.empty((index.size, *self.images.shape[1:]), dtype=np.float32)
-        chunks = index // self.chunk
-        for k in np.unique(chunks):
-            sel = chunks == k
-            images[sel] = self._chunk(int(k))[index[sel] - k * self.chunk]
-        return images, self.labels[index]
 
 
 def epoch_order(n: int, chunk: int, *, seed: int, epoch: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lensdask.bins import bin_index
 from lensdask.config import ARC_RATIO_BINS, THETA_E_BINS
 
 THRESHOLDS = (0.25, 0.5, 0.75)
@@ -84,17 +85,6 @@ def rates_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[s
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """Highest TPR on the ROC curve with FPR at most ``target``."""
     return float(tpr[fpr <= target].max())
-
-
-def bin_index(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
-    """Bin of each value: ``k`` for ``edges[k] <= v < edges[k + 1]``, the last bin closed,
-    -1 or ``len(edges) - 1`` outside (and for NaN)."""
-    edges_array = np.asarray(edges, dtype=float)
-    values = np.asarray(values, dtype=float)
-    index = np.searchsorted(edges_array, values, side="right") - 1
-    index[values == edges_array[-1]] = len(edges) - 2
-    index[np.isnan(values)] = -1
-    return index
 
 
 def auc_by_bin(
@@ -187,7 +177,7 @@ def classifier_metrics(
 def split_parameters(trainset: str | Path, split: str) -> dict[str, np.ndarray]:
     """The :data:`BINNED_PARAMETERS` of every example of a split, in stored order (NaN for
     negatives); empty where the training set does not record them."""
-    from lensdask.lensing.simulate import read_table
+    from lensdask.formats.trainset import read_table
 
     table = read_table(trainset, split)
     return {name: table[name].to_numpy(float) for name in BINNED_PARAMETERS if name in table}
@@ -210,7 +200,7 @@ def predict_split(
     model: Any, trainset: str | Path, split: str, *, batch_size: int = PREDICT_BATCH
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and p_CNN of every example of a split, read chunk by chunk."""
-    from lensdask.nn.data import ChunkReader
+    from lensdask.formats.trainset import ChunkReader
 
     reader = ChunkReader(trainset, split)
     labels, scores = [], []
@@ -226,13 +216,11 @@ def predict_split(
 
 def plot_roc(labels: np.ndarray, scores: np.ndarray, path: str | Path, *, title: str = ""):
     """PNG of the ROC curve with the :data:`THRESHOLDS` marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     fpr, tpr, _ = roc_curve(labels, scores)
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    fig = Figure(figsize=(4.5, 4.2))
+    ax = fig.subplots()
     ax.plot(fpr, tpr, color="k", lw=1.5, label=f"AUC = {auc(fpr, tpr):.4f}")
     for rate, marker in zip((rates_at(labels, scores, t) for t in THRESHOLDS), "os^", strict=True):
         ax.plot(rate["fpr"], rate["tpr"], marker, label=f"p_CNN > {rate['threshold']:.2f}")
@@ -243,26 +231,22 @@ def plot_roc(labels: np.ndarray, scores: np.ndarray, path: str | Path, *, title:
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_histograms(labels: np.ndarray, scores: np.ndarray, path: str | Path, *, title: str = ""):
     """PNG of the p_CNN histograms of positives and negatives (log counts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     labels = np.asarray(labels).astype(bool)
     bins = np.linspace(0, 1, 41)
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
     ax.hist(scores[labels], bins=bins, histtype="step", lw=1.5, label="mock lenses")
     ax.hist(scores[~labels], bins=bins, histtype="step", lw=1.5, label="real negatives")
     ax.set(xlabel="p_CNN", ylabel="number", yscale="log", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 ROC_PLOT = "roc.png"
@@ -315,16 +299,39 @@ def evaluate_model(
     -------
     ClassifierMetrics
     """
-    import zarr
+    from lensdask.formats.files import write_json_atomic
+    from lensdask.formats.model_dir import load_model
+    from lensdask.formats.trainset import read_attrs
 
-    from lensdask.nn.card import load_model, write_json
-
-    size = int(zarr.open_group(str(trainset), mode="r").attrs["size"])
+    size = int(read_attrs(trainset)["size"])
     model, card = load_model(model_dir, input_shape=(size, size, 1))
     out = Path(out or model_dir)
     metrics = evaluate_test_split(model, trainset, out, title=f"model {card['model_id']}")
-    write_json(
+    write_json_atomic(
         out / "metrics.json",
         {"model_id": card["model_id"], "trainset": str(trainset), **metrics.as_dict()},
     )
     return metrics
+
+
+def metrics_lines(metrics: dict[str, Any], model_id: str, out: Path) -> list[str]:
+    """The test metrics of a model card as the lines `train` and `evaluate` print."""
+    lines = [
+        f"model {model_id}: test AUC {metrics['auc']:.4f}, TPR at FPR 1% "
+        f"{metrics['tpr_at_fpr_1pct']:.3f} ({metrics['positives']} lenses, "
+        f"{metrics['negatives']} negatives)"
+    ]
+    for rate in metrics["rates"]:
+        lines.append(
+            f"  p_CNN > {rate['threshold']:.2f}: TPR {rate['tpr']:.3f}, FPR {rate['fpr']:.4f}"
+        )
+    for name, rows in metrics.get("auc_by_bin", {}).items():
+        parts = [
+            f"{r['low']:g}-{r['high']:g}: "
+            + ("-" if r["auc"] is None else f"{r['auc']:.3f}")
+            + f" ({r['positives']})"
+            for r in rows
+        ]
+        lines.append(f"  AUC by {name}: " + ", ".join(parts))
+    lines.append(f"model, card and plots -> {out}")
+    return lines

@@ -14,11 +14,12 @@ functions: importing this module imports no deep-learning framework.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -135,6 +136,33 @@ def build_resnet18(
         name=OUTPUT_NAME,
     )(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+@contextlib.contextmanager
+def precision_policy(*, mixed: bool) -> Iterator[None]:
+    """Build and load models in mixed precision (``mixed_float16``: float16 compute, float32
+    weights) or in float32 inside the ``with`` block; Keras' previous dtype policy is
+    restored after it.
+
+    Keras takes a model's dtype policy from its global (per-thread) setting when the model
+    is built or loaded: a layer's own ``dtype`` does not reach the model's policy, which
+    decides whether ``compile`` wraps the optimizer for loss scaling. Set for good, the
+    policy would change every later model of the thread, and a Dask worker's threads run
+    other tasks afterwards.
+
+    Parameters
+    ----------
+    mixed : bool
+        Mixed precision (True) or float32 (False).
+    """
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def architecture(model: keras.Model) -> dict[str, Any]:

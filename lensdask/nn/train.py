@@ -21,7 +21,6 @@ A different configuration or training set starts afresh.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
@@ -34,7 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from lensdask.config import TrainConfig
+from lensdask.formats.files import atomic_path
+from lensdask.formats.trainset import check_trainset
 from lensdask.normalise import NORMALISATION
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import config_hash
 
 logger = logging.getLogger(__name__)
@@ -66,37 +68,13 @@ def read_state(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def has_gpu() -> bool:
-    """Whether the Keras backend sees a GPU (TensorFlow: memory growth is switched on)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        for gpu in gpus:
-            # RuntimeError: the GPU is already initialised; keep what is set.
-            with contextlib.suppress(RuntimeError):
-                tf.config.experimental.set_memory_growth(gpu, True)
-        return bool(gpus)
-    if backend == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    return False
-
-
 def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str, Any] | None):
     """A Keras callback that commits each epoch: model files first, state last; it also
     stops training early and logs one line per epoch."""
     import keras
 
-    from lensdask.nn.card import save_model, write_json
+    from lensdask.formats.files import write_json_atomic
+    from lensdask.formats.model_dir import save_model
 
     class Checkpointer(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -136,7 +114,7 @@ def _checkpointer(out: Path, *, chash: str, config: TrainConfig, state: dict[str
             s["epoch"] = epoch
             s["history"].append({"epoch": epoch, **logs})
             s["stopped"] = s["wait"] >= config.patience
-            write_json(folder / STATE_FILE, s)
+            write_json_atomic(folder / STATE_FILE, s)
             for stale in folder.glob("epoch-*.keras"):
                 if stale.name not in (s["last"], s["best"]):
                     stale.unlink()
@@ -180,14 +158,12 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     # Same columns in the same order whether the rows come from Keras or state.json.
     names = ["epoch", *sorted({key for row in history for key in row} - {"epoch"})]
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
 
 
 def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> dict[str, Any]:
@@ -208,19 +184,20 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     dict
         The model card (``model_id``, test metrics, ...).
     """
-    from lensdask.nn import set_backend_env
+    from lensdask.devices import set_backend_env
 
     set_backend_env()  # in a fresh worker, before Keras' backend is imported
     import keras
-    import zarr
 
-    from lensdask.nn.card import library_versions, write_model_dir
+    from lensdask.devices import enable_memory_growth, has_gpu
+    from lensdask.formats.model_dir import library_versions, write_model_dir
+    from lensdask.formats.trainset import read_attrs
     from lensdask.nn.data import Augmentation, trainset_sequence
     from lensdask.nn.evaluate import evaluate_test_split
-    from lensdask.nn.model import architecture, build_resnet18
+    from lensdask.nn.model import architecture, build_resnet18, precision_policy
 
     trainset, out = Path(trainset), Path(out)
-    attrs = dict(zarr.open_group(str(trainset), mode="r").attrs)
+    attrs = read_attrs(trainset)
     if attrs.get("normalisation") != NORMALISATION:
         raise ValueError(
             f"{trainset}: images normalised as {attrs.get('normalisation')!r}, this lensdask "
@@ -239,10 +216,9 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
             return card
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
 
+    enable_memory_growth()
     gpu = has_gpu()
     mixed = gpu if config.mixed_precision is None else config.mixed_precision
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    keras.utils.set_random_seed(config.seed)
     size = int(attrs["size"])
     train = trainset_sequence(
         trainset,
@@ -252,7 +228,10 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
         augmentation=Augmentation(resample=config.arbitrary_rotation) if config.augment else None,
         initial_epoch=0 if state is None else state["epoch"] + 1,
     )
-    try:
+    # Every random draw of the training comes from its own seed, derived from config.seed:
+    # the initial weights (per layer), each epoch's order and augmentation (per epoch and
+    # chunk). So no global random state is seeded here: the worker's other tasks keep theirs.
+    with precision_policy(mixed=mixed):
         if state is None:
             model = build_resnet18(
                 input_shape=(size, size, 1), width=config.width, seed=config.seed
@@ -276,15 +255,13 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
                 epochs=config.epochs,
                 initial_epoch=initial_epoch,
                 # The sequence shuffles itself, seeded by the epoch; Keras' own batch
-                # shuffle draws from the global `random` state, which a resume reseeds.
+                # shuffle would draw from the global `random` state.
                 shuffle=False,
                 callbacks=[callback],
                 verbose=0,
             )
         best = keras.saving.load_model(out / CHECKPOINTS / callback.state["best"], safe_mode=True)
         metrics = evaluate_test_split(best, trainset, out, title=f"test split of {trainset.name}")
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     final = callback.state
     card = {
         "architecture": architecture(best),
@@ -319,7 +296,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
 
 def _complete_card(out: Path, chash: str) -> dict[str, Any] | None:
     """The card of a finished training of this configuration, if its model is intact."""
-    from lensdask.nn.card import ModelError, read_card
+    from lensdask.formats.model_dir import ModelError, read_card
 
     try:
         card = read_card(out)
@@ -371,9 +348,7 @@ def train_model(
     TrainReport
     """
     trainset, out = Path(trainset), Path(out)
-    for split in ("train", "val", "test"):
-        if not (trainset / split / "images" / "zarr.json").is_file():
-            raise FileNotFoundError(f"{trainset}: not a training set (no {split} split)")
+    check_trainset(trainset)
     if client is None:
         return TrainReport(out=out, card=fit_model(trainset, out, config=config))
     future = client.submit(
@@ -402,3 +377,30 @@ def _follow(future: Any, out: Path, epochs: int, *, progress: bool) -> None:
                 bar.update(state["epoch"] + 1 - bar.n)
                 last = state["history"][-1]
                 bar.set_postfix({k: f"{v:.3f}" for k, v in last.items() if k != "epoch"})
+
+
+def run(
+    config: TrainConfig,
+    io: StageIO,
+    *,
+    client: Any,
+    progress: bool = True,
+    in_process: bool = False,
+) -> StageOutcome:
+    """The ``train`` stage: :func:`train_model` on the ``trainset`` into the ``model``
+    artifact, on a Dask worker or (``in_process``) in this process."""
+    from lensdask.nn.evaluate import metrics_lines
+
+    report = train_model(
+        io.need("trainset"),
+        io.out("model"),
+        config=config,
+        client=None if in_process else client,
+        progress=progress,
+    )
+    metrics = report.card["test_metrics"]
+    return StageOutcome(
+        outputs={"model": report.out, "ROC curve": report.out / "roc.png"},
+        counts={"model test AUC": round(metrics["auc"], 4)},
+        lines=metrics_lines(metrics, report.card["model_id"], report.out),
+    )

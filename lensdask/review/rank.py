@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lensdask.review.grades import GRADE_VALUES, GradeError, grade_problems
-from lensdask.review.tables import ReviewInputError, problem_message
+from lensdask.formats.files import TableError, problem_message
+from lensdask.formats.grades import GRADE_VALUES, GradeError, grade_problems
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ RANKING_COLUMNS = (
     "n_zero",
     "quality",
 )
-"""Columns of the ranking table, in order (DESIGN.md)."""
+"""Columns of the ranking table, in order (docs/architecture.md, Contracts)."""
 COLUMN_INFO: Mapping[str, tuple[str | None, str]] = types.MappingProxyType(
     {
         "candidate_id": (None, "Candidate ID (KiDS catalog name)"),
@@ -111,12 +111,12 @@ def rank_candidates(scores: pd.DataFrame, grades: pd.DataFrame) -> pd.DataFrame:
         raise GradeError(problem_message("grades", problems))
     repeated = scores["candidate_id"][scores["candidate_id"].duplicated()]
     if len(repeated):
-        raise ReviewInputError(f"scores: candidate(s) listed twice: {repeated.tolist()[:5]}")
+        raise TableError(f"scores: candidate(s) listed twice: {repeated.tolist()[:5]}")
     summary = grade_summary(grades)
     table = summary.merge(scores[["candidate_id", "p_cnn"]], on="candidate_id", how="left")
     no_p = table["candidate_id"][table["p_cnn"].isna()]
     if len(no_p):
-        raise ReviewInputError(
+        raise TableError(
             problem_message(
                 "scores", [f"graded candidate {cid!r} has no p_cnn" for cid in no_p.tolist()]
             )
@@ -195,7 +195,7 @@ def read_ranking(path: str | Path) -> pd.DataFrame:
         table = pd.read_parquet(path)
     missing = [name for name in RANKING_COLUMNS if name not in table.columns]
     if missing:
-        raise ReviewInputError(f"{path}: not a ranking table, missing {', '.join(missing)}")
+        raise TableError(f"{path}: not a ranking table, missing {', '.join(missing)}")
     return table
 
 
@@ -336,8 +336,8 @@ def rank_files(
     pandas.DataFrame
         The ranking table.
     """
-    from lensdask.review.grades import read_grades
-    from lensdask.review.tables import read_candidates
+    from lensdask.formats.candidates import read_candidates
+    from lensdask.formats.grades import read_grades
 
     ranking_format(out)  # fail on a bad extension before any work
     candidates = read_candidates(scores, keep_nan=True)
@@ -345,7 +345,7 @@ def rank_files(
     no_p = candidates[candidates["p_cnn"].isna()]
     no_p = no_p[no_p["candidate_id"].isin(set(graded["candidate_id"]))]
     if len(no_p):
-        raise ReviewInputError(
+        raise TableError(
             problem_message(
                 scores,
                 [

@@ -11,7 +11,8 @@ Routes (every one but ``/app.js`` needs ``?token=`` with a grader's access token
 - ``GET /stamp/<key>?kind=colour|mono``: a candidate's stamp (PNG).
 - ``POST /api/grade`` with ``{"key": ..., "grade": "A"}``: store the grade at once.
 
-The server binds to 127.0.0.1 unless told otherwise (DESIGN.md, reliability rule 6).
+The server binds to 127.0.0.1 unless told otherwise (docs/architecture.md, Reliability
+rules: localhost by default).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from lensdask.review.grades import GRADE_VALUES, GradeError, GradeStore, candidate_key
+from lensdask.formats.files import TableError
+from lensdask.formats.grades import GRADE_VALUES, GradeError
+from lensdask.review.grades import GradeStore, candidate_key
 from lensdask.review.page import APP_JS, FORBIDDEN_HTML, INDEX_HTML
-from lensdask.review.tables import ReviewInputError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class GradingApp:
         index = read_stamp_index(self.stamps).set_index("candidate_id")
         missing = [cid for cid in candidate_ids if cid not in index.index]
         if missing:
-            raise ReviewInputError(
+            raise TableError(
                 f"{stamps}: {len(missing)} of {len(candidate_ids)} candidates have no stamps "
                 f"(e.g. {missing[:3]}); run `lensdask stamps` for them first"
             )

@@ -36,10 +36,19 @@ import numpy as np
 import pandas as pd
 
 from lensdask.config import StampConfig
-from lensdask.runner import UnitReport, run_stage, run_units
+from lensdask.formats.cutout_store import (
+    has_tile,
+    read_band_rows,
+    read_tile_attrs,
+    read_tile_columns,
+)
+from lensdask.formats.files import atomic_path
+from lensdask.runner import UnitCounts, UnitReport, run_stage, run_units
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
+    commit_folder,
     complete_units,
     config_hash,
     folder_files,
@@ -168,27 +177,19 @@ def read_candidate_cutouts(
     KeyError
         Some candidates have no cutout in the tile (the first are named).
     """
-    import zarr
-
-    folder = Path(cutouts) / tile
-    if read_marker(Path(cutouts), tile) is None or not folder.exists():
+    if not has_tile(cutouts, tile):
         raise FileNotFoundError(f"{cutouts}: no complete tile {tile} in the cutout store")
-    group = zarr.open_group(str(folder), mode="r")
-    stored = [str(cid) for cid in group["ID"][:].tolist()]
+    stored = [str(cid) for cid in read_tile_columns(cutouts, tile, ["ID"])["ID"].tolist()]
     where = {cid: k for k, cid in enumerate(stored)}
     missing = [cid for cid in ids if cid not in where]
     if missing:
-        raise KeyError(f"{folder}: {len(missing)} candidate(s) have no cutout, e.g. {missing[:3]}")
+        raise KeyError(
+            f"{Path(cutouts) / tile}: {len(missing)} candidate(s) have no cutout, "
+            f"e.g. {missing[:3]}"
+        )
     rows = np.array([where[cid] for cid in ids], dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    back = np.argsort(order, kind="stable")
-    have = list(group.attrs.get("bands", []))
-    result = {}
-    for band in bands:
-        if band in have:
-            data = group[band].get_orthogonal_selection((rows[order], slice(None), slice(None)))
-            result[band] = np.asarray(data)[back]
-    return result
+    have = list(read_tile_attrs(cutouts, tile).get("bands", []))
+    return {band: read_band_rows(cutouts, tile, band, rows) for band in bands if band in have}
 
 
 def write_png(array: np.ndarray, path: Path) -> None:
@@ -214,8 +215,6 @@ def stamp_tile(
     dict
         ``stamps`` written and ``grey`` (colour stamps that fell back to the mono band).
     """
-    from lensdask.cutouts.store import commit_tile_group
-
     tile = unit
     clear_marker(out, tile)
     bands = list(dict.fromkeys((*config.rgb_bands, config.mono_band)))
@@ -237,7 +236,7 @@ def stamp_tile(
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     index.to_parquet(staged / INDEX_FILE, index=False)
     final = out / tile
-    commit_tile_group(staged, final)
+    commit_folder(staged, final)
     files = folder_files(out, final)
     grey = int((~index["colour"]).sum())
     write_marker(
@@ -301,9 +300,8 @@ def draw_sheet(
         ax.set_title(f"#{rank} {cid}\n{label} = {score:.3f}", fontsize=6.5)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.05, hspace=0.3)
     final = folder / f"{name}.png"
-    tmp = folder / f".{name}.tmp.png"
-    fig.savefig(tmp, dpi=120, metadata={"Software": None})
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        fig.savefig(tmp, dpi=120, metadata={"Software": None})
     return str(final)
 
 
@@ -373,15 +371,11 @@ def make_sheets(
 
 
 @dataclass(frozen=True)
-class StampReport:
+class StampReport(UnitCounts):
     """Outcome of :func:`make_stamps`."""
 
     out: Path
     tiles: int
-    written: int
-    """Tiles whose stamps were made now."""
-    skipped: int
-    """Tiles complete already."""
     stamps: int
     """Candidates with stamps (all complete tiles)."""
     grey: int
@@ -453,7 +447,8 @@ def make_stamps(
     -------
     StampReport
     """
-    from lensdask.review.tables import ReviewInputError, read_candidates
+    from lensdask.formats.candidates import read_candidates
+    from lensdask.formats.files import TableError
 
     config = config or StampConfig()
     cutouts = Path(cutouts)
@@ -469,7 +464,7 @@ def make_stamps(
     clash = names.duplicated(keep=False)
     if clash.any():
         pairs = frame.loc[clash].groupby(names[clash])["candidate_id"].apply(list)
-        raise ReviewInputError(
+        raise TableError(
             f"{candidates}: candidate IDs that give the same stamp file name: {pairs.tolist()[:3]}"
         )
     groups = {
@@ -507,8 +502,6 @@ def make_stamps(
     return StampReport(
         out=out,
         tiles=len(groups),
-        written=len(report.results),
-        skipped=len(report.skipped),
         stamps=len(index),
         grey=grey,
         sheets=sheets,
@@ -544,3 +537,46 @@ def sheet_order(
             len(order),
         )
     return ranked, label
+
+
+def run(
+    config: StampConfig,
+    io: StageIO,
+    *,
+    client: Any,
+    progress: bool = True,
+    ranking: Path | None = None,
+) -> StageOutcome:
+    """The ``stamps`` stage: :func:`make_stamps` of the ``candidates`` from the
+    ``cutouts``; its next steps are the grading commands."""
+    candidates, out = io.need("candidates"), io.out("stamps")
+    report = make_stamps(
+        candidates,
+        io.need("cutouts"),
+        out,
+        config=config,
+        ranking=ranking,
+        client=client,
+        progress=progress,
+    )
+    outcome = StageOutcome(
+        reports=[report.units, report.sheet_units],
+        outputs={"stamps": report.out},
+        counts={"candidates with stamps": report.stamps},
+        lines=[
+            f"stamps: {report.written} tiles written, {report.skipped} already complete, "
+            f"{len(report.units.failures)} failed; {report.stamps} candidates with stamps "
+            f"({report.grey} grey for want of a colour band); {len(report.sheets)} contact "
+            f"sheets -> {report.out}"
+        ],
+    )
+    if report.sheets:
+        outcome.outputs["contact sheets"] = report.sheets[0].parent
+    db = out.parent / "grades.sqlite"
+    outcome.next_steps += [
+        f"lensdask inspect add-grader NAME --db {db}   (a grading link per grader)",
+        f"lensdask inspect {candidates} --stamps {out} --db {db}",
+        f"lensdask inspect export --db {db} --out grades.csv && lensdask rank --scores "
+        f"{candidates} --grades grades.csv --out {out.parent / 'ranking.ecsv'}",
+    ]
+    return outcome

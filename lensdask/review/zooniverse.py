@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lensdask.review.grades import GRADE_VALUES, GRADES_COLUMNS, GradeError, grade_problems
-from lensdask.review.tables import problem_message
+from lensdask.formats.files import TableError, problem_message
+from lensdask.formats.grades import GRADE_VALUES, GRADES_COLUMNS, GradeError, grade_problems
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ def export_subjects(
     """
     from lensdask.review.grades import candidate_key
     from lensdask.review.stamps import read_stamp_index
-    from lensdask.review.tables import ReviewInputError
 
     stamps = Path(stamps)
     out = Path(out)
@@ -70,7 +69,7 @@ def export_subjects(
     index = read_stamp_index(stamps).set_index("candidate_id")
     missing = [cid for cid in ids if cid not in index.index]
     if missing:
-        raise ReviewInputError(
+        raise TableError(
             f"{stamps}: {len(missing)} candidate(s) have no stamps (e.g. {missing[:3]}); "
             "run `lensdask stamps` first"
         )

@@ -19,7 +19,6 @@ default, as Li et al. 2020). It writes
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,32 +27,20 @@ import numpy as np
 import pandas as pd
 
 from lensdask.config import CandidateConfig
-from lensdask.nn.card import write_json
+from lensdask.formats.candidates import write_candidates
+from lensdask.formats.files import write_json_atomic
+from lensdask.formats.parquet import read_rows
+from lensdask.formats.scores import read_score_file, score_files
+from lensdask.formats.targets import DESCRIPTION_COLUMNS
 from lensdask.runner import UnitReport, run_units
+from lensdask.score.thresholds import candidate_mask
+from lensdask.stages import StageIO, StageOutcome
 
 logger = logging.getLogger(__name__)
 
 STAGE = "candidates"
 HIST_BINS = np.linspace(0.0, 1.0, 51)
 """Edges of the p_cnn histograms (bins of 0.02)."""
-TARGET_COLUMNS = ("RAJ2000", "DECJ2000", "MAG_AUTO", "Z_B")
-"""Columns the candidates take from the targets, where the targets have them."""
-
-
-def candidate_mask(
-    sample: np.ndarray, p_cnn: np.ndarray, thresholds: dict[str, float]
-) -> np.ndarray:
-    """True where ``p_cnn`` is above the threshold of the row's sample (never for a sample
-    without a threshold).
-
-    The thresholds are compared at the precision of ``p_cnn`` (float32 in score files), so
-    a score stored as 0.98 is not above 0.98.
-    """
-    sample, p_cnn = np.asarray(sample), np.asarray(p_cnn)
-    limit = np.full(sample.shape, np.inf, dtype=p_cnn.dtype)
-    for name, threshold in thresholds.items():
-        limit[sample == name] = threshold
-    return p_cnn > limit
 
 
 def scan_scores(path: str | Path, *, thresholds: dict[str, float]) -> dict[str, Any]:
@@ -64,46 +51,13 @@ def scan_scores(path: str | Path, *, thresholds: dict[str, float]) -> dict[str, 
     dict
         ``counts`` and ``hist`` by sample, ``candidates`` (DataFrame of the score columns).
     """
-    import pyarrow.parquet as pq
-
-    from lensdask.score.scoring import SCORE_COLUMNS
-
-    table = pq.read_table(path)
-    missing = [name for name in SCORE_COLUMNS if name not in table.column_names]
-    if missing:
-        raise KeyError(f"{path}: missing score column(s) {', '.join(missing)}")
-    frame = table.select(list(SCORE_COLUMNS)).to_pandas()
-    if frame["p_cnn"].isna().any():
-        rows = np.flatnonzero(frame["p_cnn"].isna().to_numpy())[:5].tolist()
-        raise ValueError(f"{path}: p_cnn is missing in row(s) {rows}")
+    frame = read_score_file(path)
     counts, hist = {}, {}
     for sample, part in frame.groupby("sample", sort=True):
         counts[str(sample)] = len(part)
         hist[str(sample)] = np.histogram(part["p_cnn"], bins=HIST_BINS)[0].tolist()
     chosen = candidate_mask(frame["sample"].to_numpy(), frame["p_cnn"].to_numpy(), thresholds)
     return {"counts": counts, "hist": hist, "candidates": frame[chosen].reset_index(drop=True)}
-
-
-def score_files(scores: str | Path) -> list[Path]:
-    """The score files of a scores folder (or the one file given), sorted."""
-    from lensdask.catalog.select import CatalogError, catalog_files
-
-    try:
-        return catalog_files(scores)
-    except CatalogError:
-        raise FileNotFoundError(f"{scores}: no score files (*.parquet)") from None
-
-
-def read_rows(dataset: str | Path, ids: list[str], columns: list[str]) -> pd.DataFrame:
-    """The rows of a Parquet file or dataset whose ``ID`` is in ``ids``, with ``columns``."""
-    import pyarrow.dataset as ds
-
-    data = ds.dataset(str(dataset), format="parquet", exclude_invalid_files=True)
-    present = [name for name in columns if name in data.schema.names]
-    if "ID" not in data.schema.names:
-        raise KeyError(f"{dataset}: no ID column")
-    table = data.to_table(columns=["ID", *present], filter=ds.field("ID").isin(ids))
-    return table.to_pandas()
 
 
 @dataclass
@@ -189,10 +143,9 @@ def select_candidates(
         chosen = pd.DataFrame({name: pd.Series(dtype=object) for name in ("ID", "sample")})
         chosen["p_cnn"] = pd.Series(dtype=np.float32)
     if targets is not None and len(chosen):
-        extra = read_rows(targets, chosen["ID"].tolist(), list(TARGET_COLUMNS))
+        extra = read_rows(targets, chosen["ID"].tolist(), list(DESCRIPTION_COLUMNS))
         chosen = chosen.merge(extra.drop_duplicates("ID"), on="ID", how="left")
-    chosen = chosen.sort_values(["p_cnn", "ID"], ascending=[False, True], ignore_index=True)
-    write_parquet(chosen, out)
+    chosen = write_candidates(chosen, out)
     summary: dict[str, Any] = {
         "samples": {
             sample: {
@@ -237,13 +190,53 @@ def select_candidates(
         summary["known"] = recovery.summary
         report.files.update(recovery.files)
     summary_path = Path(f"{stem}_summary.json")
-    write_json(summary_path, summary)
+    write_json_atomic(summary_path, summary)
     report.files["summary"] = summary_path
     return report
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write a DataFrame to one Parquet file atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+def run(
+    config: CandidateConfig, io: StageIO, *, client: Any, progress: bool = True
+) -> StageOutcome:
+    """The ``candidates`` stage: :func:`select_candidates` from the ``scores``, with the
+    ``targets`` and the ``truth`` of injected lenses where they exist."""
+    report = select_candidates(
+        io.need("scores"),
+        io.out("candidates"),
+        config=config,
+        client=client,
+        targets=io.optional("targets"),
+        truth=io.optional("truth"),
+        known=config.known,
+        progress=progress,
+    )
+    summary = report.summary
+    outcome = StageOutcome(reports=[report.units], outputs=dict(report.files))
+    for sample, entry in summary["samples"].items():
+        outcome.counts[f"{sample} candidates"] = (
+            f"{entry['candidates']} of {entry['scored']} ({100 * entry['fraction']:.2f}%)"
+        )
+        outcome.lines.append(
+            f"candidates: {sample}: {entry['candidates']} of {entry['scored']} with p_cnn > "
+            f"{entry['threshold']} ({100 * entry['fraction']:.3f}%)"
+        )
+    if "completeness" in summary:
+        c = summary["completeness"]
+        outcome.counts["injected lenses recovered"] = (
+            f"{c['recovered']} of {c['scored']} scored ({100 * c['completeness']:.0f}%)"
+        )
+        false = ", ".join(f"{s} {v:.2f}" for s, v in c["false_per_1000"].items())
+        outcome.lines.append(
+            f"injected lenses: {c['recovered']} of {c['scored']} scored recovered "
+            f"({100 * c['completeness']:.1f}%; {c['lenses'] - c['scored']} not scored); "
+            f"non-lens candidates per 1000 targets: {false}"
+        )
+    if "known" in summary:
+        k = summary["known"]
+        outcome.counts["known lenses recovered"] = f"{k['recovered']} of {k['known']}"
+        outcome.lines.append(
+            f"known lenses: {k['recovered']} of {k['known']} recovered "
+            f"({100 * k['fraction']:.0f}%; {k['scored']} scored)"
+        )
+    outcome.lines += [f"{name} -> {path}" for name, path in report.files.items()]
+    return outcome

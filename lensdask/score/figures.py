@@ -11,15 +11,6 @@ import pandas as pd
 SAMPLE_STYLE = {"LRG": ("tab:red", "-"), "BG": ("tab:blue", "--")}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_p_cnn(
     edges: np.ndarray,
     hist: dict[str, np.ndarray],
@@ -39,8 +30,10 @@ def plot_p_cnn(
     path : path
         The PNG to write.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for sample in sorted(hist):
         color, style = SAMPLE_STYLE.get(sample, ("k", ":"))
         counts = np.asarray(hist[sample], dtype=float)
@@ -53,7 +46,6 @@ def plot_p_cnn(
     ax.legend(frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -68,12 +60,13 @@ def plot_completeness(bins: pd.DataFrame, path: Path) -> Path:
     path : path
         The PNG to write.
     """
+    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    plt = _pyplot()
     labels = {"theta_E": "Einstein radius [arcsec]", "arc_peak_ratio": "arc peak / lens peak"}
     quantities = list(dict.fromkeys(bins["quantity"]))
-    fig, axes = plt.subplots(1, len(quantities), figsize=(4.5 * len(quantities), 3.8))
+    fig = Figure(figsize=(4.5 * len(quantities), 3.8))
+    axes = fig.subplots(1, len(quantities))
     for ax, quantity in zip(np.atleast_1d(axes), quantities, strict=True):
         part = bins[bins["quantity"] == quantity]
         centres = np.sqrt(part["low"] * part["high"])
@@ -95,5 +88,4 @@ def plot_completeness(bins: pd.DataFrame, path: Path) -> Path:
         ax.set_title("numbers: scored lenses per bin", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lensdask.bins import bin_index
 from lensdask.config import CandidateConfig
-from lensdask.nn.evaluate import bin_index
-from lensdask.review.tables import read_table
-from lensdask.score.candidates import candidate_mask, read_rows, write_parquet
+from lensdask.formats.files import read_table
+from lensdask.formats.parquet import read_rows, write_frame
+from lensdask.formats.targets import read_positions
+from lensdask.score.thresholds import candidate_mask
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ def measure_completeness(
     csv = Path(f"{stem}_completeness.csv")
     bins.to_csv(csv, index=False)
     lenses = Path(f"{stem}_lenses.parquet")
-    write_parquet(table.assign(recovered=recovered), lenses)
+    write_frame(table.assign(recovered=recovered), lenses)
     plot = plot_completeness(bins, Path(f"{stem}_completeness.png"))
     return Measured(
         summary=summary,
@@ -256,7 +258,7 @@ def recover_known(
                 f"{known}: known lenses given by position need the targets (--targets) to "
                 "match them"
             )
-        cat = read_targets_positions(targets)
+        cat = read_positions(targets)
         sub = table[by_position.to_numpy()]
         index, sep = match_positions(
             sub[columns[0]].to_numpy(),
@@ -300,14 +302,3 @@ def recover_known(
         summary["scored"],
     )
     return Measured(summary=summary, files={"known lenses": csv}, table=result)
-
-
-def read_targets_positions(targets: str | Path) -> pd.DataFrame:
-    """``ID``, ``RAJ2000`` and ``DECJ2000`` of every target."""
-    import pyarrow.dataset as ds
-
-    data = ds.dataset(str(targets), format="parquet", exclude_invalid_files=True)
-    missing = [c for c in ("ID", "RAJ2000", "DECJ2000") if c not in data.schema.names]
-    if missing:
-        raise KeyError(f"{targets}: missing column(s) {', '.join(missing)}")
-    return data.to_table(columns=["ID", "RAJ2000", "DECJ2000"]).to_pandas()

@@ -5,7 +5,8 @@ worker (or :class:`ModelPlugin`'s setup, when a scoring run starts or a worker j
 loads the model with Keras' safe mode after checking its card's hash, prepares the Keras
 backend for the device (TensorFlow's GPU memory growth so that it shares the GPU, mixed
 precision on GPUs, the worker's threads on CPUs), compiles it for its one batch shape and
-keeps it in this process's :data:`MODELS`; every later task on that worker finds it there.
+keeps it in this process's :data:`MODELS`; every later task on that worker asking for the
+same model with the same batch size and precision finds it there.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from lensdask.config import ScoreConfig
-from lensdask.nn import set_backend_env
+from lensdask.devices import set_backend_env
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +33,12 @@ CPU_BATCH = 256
 """Images per model call on a CPU when the configuration does not say."""
 
 MODELS: dict[str, ResidentModel] = {}
-"""The models resident in this process, by model id."""
+"""The models resident in this process, by model id. One copy of each: a request for a
+resident model with another batch size, precision or Keras backend loads it again, in the
+place of the old copy (a worker holds one network's weights, not one per setting)."""
 LOADS: Counter[str] = Counter()
-"""How many times each model id was loaded in this process (once, unless evicted)."""
+"""How many times each model id was loaded in this process (once, unless its settings
+changed)."""
 _LOCK = threading.Lock()
 
 
@@ -51,6 +55,9 @@ class ResidentModel:
     batch_size: int
     """Images per model call, the same for every call."""
     mixed_precision: bool
+    """Whether it computes in float16 (Keras' ``mixed_float16`` policy)."""
+    backend: str
+    """The Keras backend it runs on."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     """One model call at a time: Keras' JAX backend donates the model's state buffers to
     each call, so concurrent calls from a worker's threads would find them deleted."""
@@ -59,6 +66,16 @@ class ResidentModel:
     def model_id(self) -> str:
         """The card's model id (hash of ``model.keras``)."""
         return self.card["model_id"]
+
+    def runs_as(self, config: ScoreConfig) -> bool:
+        """Whether this is the model as ``config`` would load it here: same batch size,
+        same precision, same Keras backend."""
+        import keras
+
+        settings = run_settings(config, gpu=self.device == "gpu")
+        return settings == (self.batch_size, self.mixed_precision) and (
+            self.backend == keras.backend.backend()
+        )
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """p_CNN of images already normalised to [0, 255], shape (N, H, W), float32.
@@ -76,7 +93,7 @@ def prepare_backend(*, threads: int | None = None) -> bool:
     """Set the Keras backend up for scoring in this process; True when it uses a GPU.
 
     Must run before the backend is first imported to take full effect
-    (:data:`lensdask.nn.BACKEND_ENV`: TensorFlow's oneDNN kernels, JAX without
+    (:data:`lensdask.devices.BACKEND_ENV`: TensorFlow's oneDNN kernels, JAX without
     pre-allocating the GPU's memory) and sets ``threads`` CPU threads per operation (a
     worker's threads; at least 2, see below). Where the backend is already running, what it
     set stays.
@@ -84,7 +101,7 @@ def prepare_backend(*, threads: int | None = None) -> bool:
     set_backend_env()
     import keras
 
-    from lensdask.nn.train import has_gpu
+    from lensdask.devices import enable_memory_growth, has_gpu
 
     backend = keras.backend.backend()
     if threads and backend == "tensorflow":
@@ -100,7 +117,17 @@ def prepare_backend(*, threads: int | None = None) -> bool:
         import torch
 
         torch.set_num_threads(threads)
-    return has_gpu()  # switches TensorFlow's memory growth on
+    enable_memory_growth()
+    return has_gpu()
+
+
+def run_settings(config: ScoreConfig, *, gpu: bool) -> tuple[int, bool]:
+    """Batch size (images per model call) and mixed precision of a model loaded with
+    ``config`` on a GPU (``gpu``) or a CPU: the configuration's values, or the device's
+    defaults where it leaves them open."""
+    batch = config.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+    mixed = gpu if config.mixed_precision is None else config.mixed_precision
+    return batch, bool(mixed)
 
 
 def load_resident(
@@ -110,8 +137,8 @@ def load_resident(
     config: ScoreConfig | None = None,
     threads: int | None = None,
 ) -> ResidentModel:
-    """The resident model ``model_id`` of this process, loading it the first time (a model
-    already resident keeps the batch size and precision it was loaded with).
+    """The resident model ``model_id`` of this process, loading it the first time and
+    again when ``config`` asks for another batch size or precision than it was loaded with.
 
     Parameters
     ----------
@@ -127,13 +154,14 @@ def load_resident(
 
     Raises
     ------
-    lensdask.nn.card.ModelError
+    lensdask.formats.model_dir.ModelError
         If the model is missing, damaged or not ``model_id``.
     """
+    config = config or ScoreConfig()
     with _LOCK:
         resident = MODELS.get(model_id)
-        if resident is None:
-            resident = _load(Path(model_dir), model_id, config or ScoreConfig(), threads)
+        if resident is None or not resident.runs_as(config):
+            resident = _load(Path(model_dir), model_id, config, threads)
             MODELS[model_id] = resident
             LOADS[model_id] += 1
         return resident
@@ -141,18 +169,23 @@ def load_resident(
 
 def _load(model_dir: Path, model_id: str, config: ScoreConfig, threads: int | None):
     gpu = prepare_backend(threads=threads)
-    from lensdask.nn.card import ModelError, load_model
+    import keras
 
-    model, card = load_model(model_dir)
+    from lensdask.formats.model_dir import ModelError, load_model
+    from lensdask.nn.model import precision_policy
+
+    # The model as saved (its layers keep their own dtype policies), whatever policy this
+    # thread holds: the check for a float32 model below reads the model's own policy.
+    with precision_policy(mixed=False):
+        model, card = load_model(model_dir)
     if card["model_id"] != model_id:
         raise ModelError(
             f"{model_dir}: holds model {card['model_id']}, not {model_id} that this run "
             "was planned with (retrained since?)"
         )
-    mixed = gpu if config.mixed_precision is None else config.mixed_precision
+    batch, mixed = run_settings(config, gpu=gpu)
     if mixed and model.dtype_policy.name == "float32":
         model = _mixed_copy(model, card)
-    batch = config.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     # compile the one batch shape now, so that no task pays for it
     model.predict_on_batch(np.zeros((batch, *card["input_shape"]), dtype=np.float32))
     logger.info(
@@ -167,25 +200,22 @@ def _load(model_dir: Path, model_id: str, config: ScoreConfig, threads: int | No
         card=card,
         device="gpu" if gpu else "cpu",
         batch_size=batch,
-        mixed_precision=bool(mixed),
+        mixed_precision=mixed,
+        backend=keras.backend.backend(),
     )
 
 
 def _mixed_copy(model: Any, card: dict[str, Any]) -> Any:
     """The same network built under the ``mixed_float16`` policy, with ``model``'s weights."""
-    import keras
-
-    from lensdask.nn.model import build_resnet18
+    from lensdask.nn.model import build_resnet18, precision_policy
 
     arch = card["architecture"]
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with precision_policy(mixed=True):
+        # Any seed: the weights are replaced below, and without one Keras' initialisers
+        # would draw their seeds from Python's global `random`.
         mixed = build_resnet18(
-            input_shape=tuple(arch["input_shape"]), width=arch["width"], name=arch["name"]
+            input_shape=tuple(arch["input_shape"]), width=arch["width"], name=arch["name"], seed=0
         )
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     mixed.set_weights(model.get_weights())
     return mixed
 

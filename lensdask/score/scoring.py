@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 
 from lensdask.config import ScoreConfig
-from lensdask.runner import UnitReport, run_stage
+from lensdask.formats.cutout_store import open_band, read_store_attrs, read_tile_columns
+from lensdask.formats.scores import commit_tile_scores
+from lensdask.runner import UnitCounts, UnitReport, run_stage
+from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
-    commit_parquet,
     complete_units,
     config_hash,
     ids_hash,
@@ -41,7 +43,6 @@ from lensdask.units import (
 logger = logging.getLogger(__name__)
 
 STAGE = "score"
-SCORE_COLUMNS = ("ID", "THELI_NAME", "sample", "p_cnn", "model_id")
 
 
 def prefetched_chunks(array: Any, step: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -96,9 +97,6 @@ def score_tile(
     dict
         ``rows``, ``per_sample`` counts and ``seconds`` spent.
     """
-    import pyarrow as pa
-    import zarr
-
     from lensdask.normalise import normalise_stamps
     from lensdask.score.resident import load_resident, worker_threads
 
@@ -106,10 +104,10 @@ def score_tile(
     tile = unit
     clear_marker(out, tile)
     resident = load_resident(model_dir, model_id, config=config, threads=worker_threads())
-    group = zarr.open_group(str(Path(cutouts) / tile), mode="r")
-    ids = np.asarray(group["ID"][:], dtype=object)
-    sample = np.asarray(group["sample"][:], dtype=object)
-    images = group[band]
+    columns = read_tile_columns(cutouts, tile, ["ID", "sample"])
+    ids = np.asarray(columns["ID"], dtype=object)
+    sample = np.asarray(columns["sample"], dtype=object)
+    images = open_band(cutouts, tile, band)
     if images.shape[0] != ids.size:
         raise OSError(f"{cutouts}/{tile}: {images.shape[0]} {band} cutouts for {ids.size} IDs")
     step = -(-config.read_chunk // resident.batch_size) * resident.batch_size
@@ -119,17 +117,9 @@ def score_tile(
     written = ids_hash(ids.tolist())
     if written != cutout_ids_hash:
         raise OSError(f"{cutouts}/{tile}: its IDs changed since the tile was cut out")
-    table = pa.table(
-        {
-            "ID": pa.array(ids, pa.string()),
-            "THELI_NAME": pa.array([tile] * ids.size, pa.string()),
-            "sample": pa.array(sample, pa.string()),
-            "p_cnn": pa.array(p_cnn, pa.float32()),
-            "model_id": pa.array([model_id] * ids.size, pa.string()),
-        }
+    rel, size = commit_tile_scores(
+        out, tile, ids=ids, sample=sample, p_cnn=p_cnn, model_id=model_id
     )
-    rel = f"{tile}.parquet"
-    size = commit_parquet(table, out, rel)
     per_sample = {str(k): int(n) for k, n in Counter(sample.tolist()).items()}
     seconds = time.perf_counter() - began
     write_marker(
@@ -169,14 +159,12 @@ def check_scores(out: str | Path, cutouts: str | Path) -> list[str]:
 
 
 @dataclass(frozen=True)
-class ScoreReport:
+class ScoreReport(UnitCounts):
     """Outcome of :func:`score_cutouts`."""
 
     out: Path
     model_id: str
     tiles: int
-    written: int
-    skipped: int
     rows: int
     """Cutouts scored now."""
     per_sample: dict[str, int]
@@ -214,14 +202,12 @@ def score_cutouts(
 
     Raises
     ------
-    lensdask.nn.card.ModelError
+    lensdask.formats.model_dir.ModelError
         If the model directory is missing or damaged, or does not fit the cutouts.
     FileNotFoundError
         If the cutout store has no complete tile.
     """
-    import zarr
-
-    from lensdask.nn.card import ModelError, read_card
+    from lensdask.formats.model_dir import ModelError, read_card
     from lensdask.normalise import NORMALISATION
     from lensdask.score.resident import ModelPlugin
 
@@ -238,7 +224,7 @@ def score_cutouts(
     markers = complete_units(cutouts)
     if not markers:
         raise FileNotFoundError(f"{cutouts}: no complete tile of cutouts to score")
-    root = zarr.open_group(str(cutouts), mode="r").attrs
+    root = read_store_attrs(cutouts)
     if band not in root.get("bands", []):
         raise ModelError(
             f"{model_dir}: the model was trained on the {band} band; {cutouts} has "
@@ -300,10 +286,32 @@ def score_cutouts(
         out=out,
         model_id=model_id,
         tiles=len(inputs),
-        written=len(report.results),
-        skipped=len(report.skipped),
         rows=rows,
         per_sample=per_sample,
         problems=problems,
         units=report,
+    )
+
+
+def run(config: ScoreConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
+    """The ``score`` stage: :func:`score_cutouts` of the ``cutouts`` with the ``model``."""
+    report = score_cutouts(
+        io.need("cutouts"),
+        io.need("model"),
+        io.out("scores"),
+        config=config,
+        client=client,
+        progress=progress,
+    )
+    parts = ", ".join(f"{n} {sample}" for sample, n in sorted(report.per_sample.items()))
+    return StageOutcome(
+        reports=[report.units],
+        outputs={"scores": report.out},
+        counts={"cutouts scored now": report.rows},
+        problems=list(report.problems),
+        lines=[
+            f"score: {report.rows} cutouts scored now ({parts or 'none'}) in {report.written} "
+            f"tiles, {report.skipped} tiles already scored, {len(report.units.failures)} "
+            f"failed; model {report.model_id} -> {report.out}"
+        ],
     )

@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from lensdask.nn import set_backend_env
+from lensdask.devices import set_backend_env
 
 
 def border_noise(images: np.ndarray) -> float:
@@ -44,7 +44,7 @@ def main() -> None:
     set_backend_env()
     import zarr
 
-    from lensdask.nn.card import load_model
+    from lensdask.formats.model_dir import load_model
     from lensdask.nn.data import NO_AUGMENTATION, augment
     from lensdask.nn.evaluate import auc, predict_images, roc_curve
 

@@ -219,8 +219,9 @@ def kernel_steps(targets: Path, images: Path, tile: str, workdir: Path) -> dict[
     """Seconds of each step of one tile's cutouts in-process, with the library's kernels."""
     from lensdask.config import CutoutConfig
     from lensdask.cutouts.extract import centre_inside, extract_stamps_by_rows, sky_to_pixel
-    from lensdask.cutouts.make import load_tile_targets, open_image, row_reader, tile_sources
-    from lensdask.cutouts.store import write_tile_group
+    from lensdask.cutouts.make import open_image, row_reader
+    from lensdask.formats.cutout_store import write_tile_group
+    from lensdask.formats.targets import load_tile_targets, tile_sources
 
     config = CutoutConfig(bands=("r",))
     steps: dict[str, float] = {}
@@ -261,7 +262,7 @@ def kernel_steps(targets: Path, images: Path, tile: str, workdir: Path) -> dict[
 
 def check_identical(store: Path, loop: dict[str, np.ndarray]) -> tuple[int, int, int]:
     """(compared, identical, missing from the store) of the store against the loop."""
-    from lensdask.cutouts.store import complete_tiles, read_tile
+    from lensdask.formats.cutout_store import complete_tiles, read_tile
 
     compared = identical = 0
     seen = set()

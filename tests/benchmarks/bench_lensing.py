@@ -55,7 +55,7 @@ def main() -> None:
     from lensdask.config import MockLensConfig
     from lensdask.lensing.grf import grf_perturbation
     from lensdask.lensing.image import Grid, convolve, lensed_images
-    from lensdask.mock.render import moffat_psf
+    from lensdask.lensing.psf import moffat_psf
 
     grid = Grid(SIZE, PIXEL, SUPERSAMPLE)
     psf = moffat_psf(FWHM, pixel_scale=PIXEL)

@@ -43,8 +43,8 @@ def main() -> None:
 
     import keras
 
+    from lensdask.devices import has_gpu
     from lensdask.nn.model import build_resnet18
-    from lensdask.nn.train import has_gpu
 
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, GPU: {has_gpu()}")
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ import argparse
 
 import numpy as np
 
-from lensdask.nn import set_backend_env
+from lensdask.devices import set_backend_env
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     set_backend_env()
-    from lensdask.lensing.simulate import read_table
-    from lensdask.nn.card import load_model
+    from lensdask.formats.model_dir import load_model
+    from lensdask.formats.trainset import read_table
     from lensdask.nn.evaluate import THRESHOLDS, predict_split
 
     header = "  ".join(f"> {t:.2f}" for t in THRESHOLDS)

@@ -75,7 +75,7 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from lensdask.config import load_job
+    from lensdask.job import load_job
     from lensdask.pipeline import chosen_stages
     from lensdask.plan import format_bytes, plan_job, plan_lines
 

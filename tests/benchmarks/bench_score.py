@@ -36,8 +36,8 @@ import numpy as np
 
 def bare_rate(store: Path, model_dir: Path, tiles: list[str], threads: int | None) -> float:
     """Images/s of the resident model alone on the store's cutouts, all in memory."""
-    from lensdask.cutouts.store import read_tile
-    from lensdask.nn.card import read_card
+    from lensdask.formats.cutout_store import read_tile
+    from lensdask.formats.model_dir import read_card
     from lensdask.normalise import normalise_stamps
     from lensdask.score.resident import load_resident
 

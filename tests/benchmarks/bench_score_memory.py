@@ -27,8 +27,8 @@ import numpy as np
 
 def write_store(path: Path, tiles: int, per_tile: int) -> None:
     """A compressible cutout store: the same galaxy in every cutout, with markers."""
-    from lensdask.cutouts.store import commit_tile_group, open_root, write_tile_group
-    from lensdask.units import Marker, ids_hash, staging_path, write_marker
+    from lensdask.formats.cutout_store import open_root, write_tile_group
+    from lensdask.units import Marker, commit_folder, ids_hash, staging_path, write_marker
 
     open_root(path, attrs={"bands": ["r"], "size": 101})
     yy, xx = np.mgrid[:101, :101] - 50.0
@@ -43,7 +43,7 @@ def write_store(path: Path, tiles: int, per_tile: int) -> None:
         write_tile_group(
             staged, {"r": images}, columns, attrs={"bands": ["r"]}, chunk=256, compression_level=1
         )
-        commit_tile_group(staged, path / tile)
+        commit_folder(staged, path / tile)
         write_marker(
             path,
             Marker(unit=tile, rows=per_tile, ids_hash=ids_hash(ids), config_hash="b", files={}),

@@ -3,7 +3,7 @@
 Takes ``--n`` real mock cutouts (101 x 101 float32, sky noise and galaxies) from a cutout
 store made by ``bench_cutouts.py`` (made here if missing), and writes them as one tile's
 array under each setting: cutouts per chunk (1, 16, 64, 256), Zstandard level (0, 1, 3,
-9), one shard per tile as ``lensdask.cutouts.store.write_tile_group`` does, or no sharding
+9), one shard per tile as ``lensdask.formats.cutout_store.write_tile_group`` does, or no sharding
 (one file per chunk, ``zarr`` ``create_array`` directly); plus Blosc-Zstandard with byte or
 bit shuffle (which Zarr v3 ships) for comparison. For each it prints the bytes per cutout
 on disk, the number of files, the write speed, the speed of reading the whole array and
@@ -48,7 +48,7 @@ class Setting:
 
 def load_cutouts(store: Path, n: int) -> np.ndarray:
     """The first ``n`` cutouts of a store's r band, tiles in sorted order."""
-    from lensdask.cutouts.store import complete_tiles, read_tile
+    from lensdask.formats.cutout_store import complete_tiles, read_tile
 
     parts, total = [], 0
     for tile in complete_tiles(store):
@@ -89,7 +89,7 @@ def write(folder: Path, data: np.ndarray, setting: Setting) -> None:
     """Write ``data`` as the ``r`` array of a tile group in ``folder``."""
     import zarr
 
-    from lensdask.cutouts.store import write_tile_group
+    from lensdask.formats.cutout_store import write_tile_group
 
     if setting.sharded and setting.codec.startswith(("zstd", "none")):
         level = 0 if setting.codec == "none" else int(setting.codec.split("-")[1])

@@ -1,7 +1,9 @@
-"""The reference selection for the catalog tests: the DESIGN.md cuts written out in DuckDB SQL.
+"""The reference selection for the catalog tests: the cuts of Li et al. (2020) written out in
+DuckDB SQL.
 
-It shares no code with :mod:`lensdask.catalog`: the cuts are typed in again from
-DESIGN.md, evaluated by DuckDB in DOUBLE on a pandas frame or on Parquet files.
+It shares no code with :mod:`lensdask.catalog`: the cuts are typed in again from Li et al.
+(2020), as docs/architecture.md (The science in numbers) lists them, evaluated by DuckDB in
+DOUBLE on a pandas frame or on Parquet files.
 """
 
 from __future__ import annotations
@@ -75,5 +77,5 @@ def reference_targets(source: Source, config: SelectConfig | None = None) -> pd.
 
 @pytest.fixture(scope="session")
 def duckdb_targets() -> Callable[..., pd.DataFrame]:
-    """:func:`reference_targets`: the cuts of DESIGN.md evaluated by DuckDB."""
+    """:func:`reference_targets`: the cuts of Li et al. (2020) evaluated by DuckDB."""
     return reference_targets

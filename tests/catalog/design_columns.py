@@ -1,5 +1,6 @@
-"""Column lists typed in from DESIGN.md, shared by the catalog tests (not taken from lensdask,
-so that the tests check the code against the contract)."""
+"""Column lists typed in from the catalog contract of docs/architecture.md (KiDS DR4 names,
+as in Li et al. 2020), shared by the catalog tests (not taken from lensdask, so that the
+tests check the code against the contract)."""
 
 CATALOG = [
     "ID",
@@ -12,7 +13,7 @@ CATALOG = [
     "COLOUR_GAAP_r_i",
     "Z_B",
 ]
-"""The catalog columns, typed in from DESIGN.md (not taken from lensdask)."""
+"""The catalog columns, typed in from the contract (not taken from lensdask)."""
 
 CONTRACT = [*CATALOG, "sample"]
 """Columns of the targets table: the catalog columns plus ``sample``."""

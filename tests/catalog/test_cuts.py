@@ -39,7 +39,7 @@ def samples_by_row(frame: pd.DataFrame, config: SelectConfig | None = None) -> l
 def python_sample(
     sg2dphot: int, mag: float, g_r: float, r_i: float, config: SelectConfig
 ) -> str | None:
-    """The cuts of DESIGN.md for one source, in plain Python floats (None: not a BG)."""
+    """The cuts of Li et al. (2020) for one source, in plain Python floats (None: not a BG)."""
     if sg2dphot != 0 or not mag <= config.bg_mag_max:
         return None
     if math.isnan(g_r) or math.isnan(r_i):
@@ -117,7 +117,7 @@ def test_colour_cuts_matches_duckdb_lrgs(duckdb_targets: Callable) -> None:
 def test_c_perp_colours_are_exact() -> None:
     for c_perp in (0.2, -0.2):
         g_r, r_i = c_perp_colours(c_perp)
-        assert r_i - g_r / 4.0 - 0.18 == c_perp  # float64, in the order of DESIGN.md
+        assert r_i - g_r / 4.0 - 0.18 == c_perp  # float64, in the order of Li et al.
     rows = boundary_rows()
     for row, c_perp in ((rows[4], 0.2), (rows[5], -0.2)):
         g_r, r_i = row["COLOUR_GAAP_g_r"], row["COLOUR_GAAP_r_i"]
@@ -224,7 +224,7 @@ def test_kernel_equals_row_by_row_python(
     mag=st.floats(10.0, 20.0, width=32),
 )
 def test_c_perp_edge_is_never_lrg(g_r: float, c_perp: float, mag: float) -> None:
-    """Colours exactly on |c_perp| = 0.2 (in the evaluation order of DESIGN.md), any g-r."""
+    """Colours exactly on |c_perp| = 0.2 (in the evaluation order of Li et al.), any g-r."""
     try:
         g_r, r_i = c_perp_colours(c_perp, g_r=g_r)
     except ValueError:  # no float64 r-i hits this c_perp for this g-r

@@ -32,7 +32,7 @@ import lensdask.cli
 from lensdask.catalog.select import select_targets
 from lensdask.config import CutoutConfig
 from lensdask.cutouts.make import CutoutReport, make_cutouts
-from lensdask.cutouts.store import complete_tiles, cutouts_array, read_tile
+from lensdask.formats.cutout_store import complete_tiles, cutouts_array, read_tile
 from lensdask.mock.survey import CATALOG_DIR, IMAGES_DIR, make_mock_survey
 from lensdask.mock.tiles import survey_tiles
 from lensdask.runner import EXIT_PARTIAL, FAILURES_FILE

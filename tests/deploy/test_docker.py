@@ -175,7 +175,7 @@ def test_dockerignore_keeps_what_install_needs_and_drops_environments():
         assert ignored(left_out, patterns), left_out
     context = set(build_context(patterns))
     readme = pyproject()["project"]["readme"]
-    needed = {"pyproject.toml", readme, INSTALL, "lensdask/__init__.py", "lensdask/cli.py"}
+    needed = {"pyproject.toml", readme, INSTALL, "lensdask/__init__.py", "lensdask/cli/__init__.py"}
     needed |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "jobs").glob("*.yaml")}
     assert needed <= context, needed - context
     assert not [path for path in context if path.startswith((".venv/", ".git/"))]

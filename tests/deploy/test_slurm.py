@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from deploy_support import ROOT, LocalSlurm, TLSFiles, slurm_jobqueue_config
 
-from lensdask.config import load_job
+from lensdask.job import load_job
 
 SBATCH_SCRIPT = ROOT / "deploy" / "slurm" / "lensdask-run.sbatch"
 DEMO_JOB = ROOT / "jobs" / "demo.yaml"

@@ -26,7 +26,7 @@ from lensdask.lensing.image import (
     lensed_images,
     source_brightness,
 )
-from lensdask.mock.render import moffat_psf
+from lensdask.lensing.psf import moffat_psf
 
 pytest.importorskip("lenstronomy")
 from lenstronomy.Data.imaging_data import ImageData

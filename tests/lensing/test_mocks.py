@@ -27,7 +27,7 @@ from lensdask.lensing.mocks import (
     source_components,
 )
 from lensdask.lensing.profiles import ellipticity2phi_q, sersic_brightness
-from lensdask.mock.render import moffat_psf
+from lensdask.lensing.psf import moffat_psf
 
 PIXEL_SCALE = 0.2
 GRID = Grid(101, PIXEL_SCALE, 3)

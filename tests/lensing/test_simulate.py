@@ -28,8 +28,10 @@ from hypothesis import strategies as st
 
 import lensdask.cli
 from lensdask.config import NEGATIVE_KINDS, SimulateConfig
+from lensdask.formats.trainset import read_table
 from lensdask.lensing.image import Grid
 from lensdask.lensing.mocks import draw_lenses, paint_arcs, render_arcs
+from lensdask.lensing.psf import moffat_psf
 from lensdask.lensing.simulate import (
     SPLITS,
     NoCutoutsError,
@@ -39,10 +41,8 @@ from lensdask.lensing.simulate import (
     parameter_names,
     plan_batches,
     plan_trainset,
-    read_table,
     simulate_lenses,
 )
-from lensdask.mock.render import moffat_psf
 from lensdask.normalise import normalise_stamps
 from lensdask.runner import EXIT_PARTIAL, FAILURES_FILE
 from lensdask.testing import write_cutout_store

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, ndimage, signal
 
+from lensdask.lensing.psf import moffat_psf
 from lensdask.mock import render
-from lensdask.mock.render import mag_to_flux, moffat_psf, render_sources, sersic_b, sky_sigma
+from lensdask.mock.render import mag_to_flux, render_sources, sersic_b, sky_sigma
 
 # Literature values of b_n (Ciotti & Bertin 1999; b_0.5 = ln 2 exactly).
 B_LITERATURE = {0.5: math.log(2.0), 1.0: 1.678347, 4.0: 7.669249}

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lensdask.mock.render import add_profiles, moffat_psf, render_sources, source_peaks
+from lensdask.lensing.psf import moffat_psf
+from lensdask.mock.render import add_profiles, render_sources, source_peaks
 from lensdask.mock.structure import KINDS, add_structures, structure_profiles
 
 SHAPE = (161, 161)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lensdask.nn import BACKEND_ENV, set_backend_env
+from lensdask.devices import BACKEND_ENV, set_backend_env
 
 
 def test_defaults_are_set_and_the_users_values_kept(monkeypatch):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lensdask.nn.card import ModelError, file_hash, load_model, read_card, write_model_dir
+from lensdask.formats.model_dir import ModelError, file_hash, load_model, read_card, write_model_dir
 
 keras = pytest.importorskip("keras")
 

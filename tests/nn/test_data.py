@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 
-from lensdask.nn.data import NO_AUGMENTATION, Augmentation, ChunkReader, augment, epoch_order
+from lensdask.formats.trainset import ChunkReader
+from lensdask.nn.data import NO_AUGMENTATION, Augmentation, augment, epoch_order
 
 SIZE = 101
 CENTRE = (SIZE - 1) / 2

@@ -13,11 +13,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
+from lensdask.bins import bin_index
 from lensdask.nn.evaluate import (
     THRESHOLDS,
     auc,
     auc_by_bin,
-    bin_index,
     classifier_metrics,
     predict_images,
     rates_at,

@@ -18,7 +18,7 @@ keras = pytest.importorskip("keras")
 
 
 def test_the_backend_sees_a_gpu():
-    from lensdask.nn.train import has_gpu
+    from lensdask.devices import has_gpu
 
     assert has_gpu(), f"Keras backend {keras.backend.backend()} sees no GPU"
 
@@ -26,7 +26,7 @@ def test_the_backend_sees_a_gpu():
 def test_training_on_a_gpu_worker_uses_mixed_precision(trainset, tmp_path):
     from distributed import Client, LocalCluster, get_task_stream
 
-    from lensdask.nn.card import load_model
+    from lensdask.formats.model_dir import load_model
     from lensdask.nn.evaluate import predict_split
     from lensdask.nn.train import train_model
 

@@ -136,7 +136,7 @@ def test_without_a_client_it_trains_in_this_process(trained):
 
 
 def test_card_describes_the_model_and_its_data(trained, trainset):
-    from lensdask.nn.card import file_hash, load_model
+    from lensdask.formats.model_dir import file_hash, load_model
     from lensdask.nn.model import architecture
 
     card = json.loads((trained.out / "card.json").read_text())
@@ -171,8 +171,8 @@ def test_card_describes_the_model_and_its_data(trained, trainset):
 
 
 def test_saved_model_reproduces_the_card_metrics(trained, trainset):
-    from lensdask.lensing.simulate import read_table
-    from lensdask.nn.card import load_model
+    from lensdask.formats.model_dir import load_model
+    from lensdask.formats.trainset import read_table
     from lensdask.nn.evaluate import classifier_metrics, predict_split
 
     model, card = load_model(trained.out, input_shape=(101, 101, 1))

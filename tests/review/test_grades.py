@@ -7,7 +7,8 @@ import sqlite3
 
 import pytest
 
-from lensdask.review.grades import GradeError, GradeStore, read_grades
+from lensdask.formats.grades import GradeError, read_grades
+from lensdask.review.grades import GradeStore
 
 IDS = [f"KiDS J{k:06d}.000+000000.00" for k in range(30)]
 

@@ -12,7 +12,8 @@ import pytest
 from astropy.table import Table
 from PIL import Image
 
-from lensdask.review.grades import GradeError
+from lensdask.formats.files import TableError as ReviewInputError
+from lensdask.formats.grades import GradeError
 from lensdask.review.rank import (
     RANKING_COLUMNS,
     latex_table,
@@ -22,7 +23,6 @@ from lensdask.review.rank import (
     split_verdicts,
     write_ranking,
 )
-from lensdask.review.tables import ReviewInputError
 
 P_CNN = {  # float32, as lensdask candidates writes it
     "golden-exact": 0.7,  # A A: P = 0.7 exactly -> golden (float32 0.7 is 0.69999999)

@@ -9,9 +9,9 @@ import urllib.request
 import pytest
 from review_inputs import N_CANDIDATES
 
+from lensdask.formats.files import TableError as ReviewInputError
 from lensdask.review.grades import candidate_key
 from lensdask.review.server import make_server
-from lensdask.review.tables import ReviewInputError
 
 
 def get(url: str) -> tuple[int, bytes, dict[str, str]]:

@@ -9,7 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from lensdask.review.grades import GradeError, candidate_key
+from lensdask.formats.grades import GradeError
+from lensdask.review.grades import candidate_key
 from lensdask.review.rank import rank_files
 from lensdask.review.stamps import read_stamp_index
 from lensdask.review.zooniverse import MANIFEST_COLUMNS, export_subjects, import_classifications

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lensdask.cutouts.store import read_tile
+from lensdask.formats.cutout_store import read_tile
 
 pytestmark = pytest.mark.gpu
 keras = pytest.importorskip("keras")
@@ -38,7 +38,7 @@ def gpu_cluster():
 def test_scoring_on_a_gpu_worker_uses_mixed_precision_and_gpu_batches(store, model_dir, tmp_path):
     from distributed import Client
 
-    from lensdask.nn.card import load_model
+    from lensdask.formats.model_dir import load_model
     from lensdask.nn.evaluate import predict_images
     from lensdask.normalise import normalise_stamps
     from lensdask.score.resident import GPU_BATCH

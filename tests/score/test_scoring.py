@@ -15,10 +15,11 @@ from score_data import TILES
 
 from lensdask.cli import main
 from lensdask.config import ScoreConfig
-from lensdask.cutouts.store import read_tile
-from lensdask.nn.card import ModelError, load_model, read_card
+from lensdask.formats.cutout_store import read_tile
+from lensdask.formats.model_dir import ModelError, load_model, read_card
+from lensdask.formats.scores import SCORE_COLUMNS
 from lensdask.runner import EXIT_PARTIAL
-from lensdask.score.scoring import SCORE_COLUMNS, check_scores, prefetched_chunks, score_cutouts
+from lensdask.score.scoring import check_scores, prefetched_chunks, score_cutouts
 from lensdask.units import MARKER_DIR
 
 
@@ -156,7 +157,7 @@ def test_a_model_for_another_band_or_size_is_refused(client, store, tmp_path):
 def test_a_model_trained_on_other_normalisation_is_refused(client, store, tmp_path):
     import json
 
-    from lensdask.nn.card import CARD_FILE
+    from lensdask.formats.model_dir import CARD_FILE
     from lensdask.testing import write_untrained_model
 
     other = write_untrained_model(tmp_path / "other")

@@ -1,4 +1,4 @@
-"""The cutout store: a Zarr v3 hierarchy with one group per tile (DESIGN.md contract).
+"""The cutout store: a Zarr v3 hierarchy with one group per tile.
 
 Layout of ``cutouts.zarr``::
 
@@ -21,15 +21,14 @@ cutouts; unsharded chunks write ~25% faster, at one file per chunk.
 
 from __future__ import annotations
 
-import os
-import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lensdask.units import complete_units
+from lensdask.units import complete_units, read_marker
 
 
 @dataclass(frozen=True)
@@ -123,16 +122,64 @@ def write_tile_group(
             array[...] = values
 
 
-def commit_tile_group(staged: Path, final: Path) -> None:
-    """Move a fully written tile group into the store, replacing an incomplete old one."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staged, final)
-
-
 def complete_tiles(path: str | Path) -> list[str]:
     """Tiles of a cutout store whose completion marker exists, sorted."""
     return sorted(complete_units(Path(path)))
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is the root of a cutout store (a Zarr group)."""
+    return (Path(path) / "zarr.json").is_file()
+
+
+def has_tile(path: str | Path, tile: str) -> bool:
+    """Whether the store has ``tile``, complete (its marker and its group exist)."""
+    return read_marker(Path(path), tile) is not None and (Path(path) / tile).exists()
+
+
+def read_store_attrs(path: str | Path) -> dict[str, Any]:
+    """The root attributes of a cutout store (``bands``, ``size``, lensdask version)."""
+    import zarr
+
+    return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def read_tile_attrs(path: str | Path, tile: str) -> dict[str, Any]:
+    """The attributes of one tile's group (``bands``, ``pixel_scale`` by band, ``size``,
+    WCS headers, provenance)."""
+    import zarr
+
+    return dict(zarr.open_group(str(Path(path) / tile), mode="r").attrs)
+
+
+def read_tile_columns(path: str | Path, tile: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-cutout arrays of one tile (``ID``, ``sample``, ``edge``, ``nan_fraction``, ...)
+    by name, in the order of the cutouts."""
+    import zarr
+
+    group = zarr.open_group(str(Path(path) / tile), mode="r")
+    return {name: group[name][:] for name in names}
+
+
+def open_band(path: str | Path, tile: str, band: str):
+    """The cutouts of one band of a tile as a lazy Zarr array (N, size, size), read by
+    slicing."""
+    import zarr
+
+    return zarr.open_array(str(Path(path) / tile / band), mode="r")
+
+
+def read_band_rows(path: str | Path, tile: str, band: str, rows: np.ndarray) -> np.ndarray:
+    """The ``band`` cutouts at positions ``rows`` of a tile (any order, repeats allowed),
+    reading only the chunks that hold them.
+
+    Returns
+    -------
+    ndarray, shape (len(rows), size, size), float32
+    """
+    unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    data = open_band(path, tile, band).get_orthogonal_selection((unique, slice(None), slice(None)))
+    return np.asarray(data)[inverse]
 
 
 def read_tile(path: str | Path, tile: str, *, bands: tuple[str, ...] | None = None) -> TileCutouts:
@@ -163,12 +210,8 @@ def cutouts_array(path: str | Path, band: str = "r"):
     chunks as Dask chunks.
     """
     import dask.array as da
-    import zarr
 
-    arrays = [
-        da.from_zarr(zarr.open_array(str(Path(path) / tile / band), mode="r"))
-        for tile in complete_tiles(path)
-    ]
+    arrays = [da.from_zarr(open_band(path, tile, band)) for tile in complete_tiles(path)]
     if not arrays:
         raise FileNotFoundError(f"{path}: no complete tile in the cutout store")
     return da.concatenate(arrays, axis=0)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
+
+from lensdask.formats.files import atomic_path, write_json_atomic
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
@@ -54,18 +55,10 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def save_model(model: Any, path: Path) -> None:
     """Save a Keras model atomically: a temporary ``.keras`` file, then a rename."""
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def write_model_dir(model: Any, out: str | Path, *, card: dict[str, Any]) -> str:
@@ -80,7 +73,7 @@ def write_model_dir(model: Any, out: str | Path, *, card: dict[str, Any]) -> str
     out.mkdir(parents=True, exist_ok=True)
     save_model(model, out / MODEL_FILE)
     model_id = file_hash(out / MODEL_FILE)
-    write_json(out / CARD_FILE, {**card, "model_id": model_id})
+    write_json_atomic(out / CARD_FILE, {**card, "model_id": model_id})
     return model_id
 
 

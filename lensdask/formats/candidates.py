@@ -1,48 +1,33 @@
-"""Reading the candidates and scores tables that the review stages start from.
+"""The candidates table: the scored targets above their sample's threshold.
 
-Candidates (``lensdask candidates``) and scores (``lensdask score``) are Parquet files or
-folders of Parquet files; a CSV file is accepted too. The candidate ID column is ``ID``
-(the catalog name) or ``candidate_id`` (the ranking table's name); either becomes
-``candidate_id`` here.
+``lensdask candidates`` writes one Parquet file (``candidates.parquet``), the candidates by
+decreasing ``p_cnn`` with the score columns and, given the targets, their description
+(:data:`lensdask.formats.targets.DESCRIPTION_COLUMNS`). The review stages read it, or the
+scores, or a CSV file of candidates: the candidate ID column is ``ID`` (the catalog name)
+or ``candidate_id`` (the ranking table's name); either becomes ``candidate_id`` here.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-logger = logging.getLogger(__name__)
+from lensdask.formats.files import TableError, problem_message, read_table
+from lensdask.formats.parquet import write_frame
 
 ID_COLUMNS = ("ID", "candidate_id")
 """Accepted names of the candidate ID column, in order of preference."""
 
 
-class ReviewInputError(ValueError):
-    """An input table of the review stages is malformed; the message names the file,
-    the rows and why."""
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A Parquet file, a folder of Parquet files (a dataset) or a CSV file, as a frame.
-
-    IDs in a CSV file stay strings (``ID``, ``candidate_id``, ``THELI_NAME``).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_file() and path.suffix.lower() in (".csv", ".txt"):
-        text = {name: str for name in (*ID_COLUMNS, "THELI_NAME", "grader", "grade")}
-        return pd.read_csv(path, dtype=text)
-    import pyarrow.dataset as ds
-
-    try:
-        return ds.dataset(str(path), format="parquet").to_table().to_pandas()
-    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
-        raise ReviewInputError(f"{path}: cannot read as Parquet (or .csv): {err}") from None
+def write_candidates(candidates: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Write the candidates to one Parquet file atomically, by decreasing ``p_cnn`` (then
+    ``ID``); returns them in that order."""
+    ordered = candidates.sort_values(["p_cnn", "ID"], ascending=[False, True], ignore_index=True)
+    write_frame(ordered, path)
+    return ordered
 
 
 def decimal_float(values: pd.Series) -> np.ndarray:
@@ -76,19 +61,19 @@ def read_candidates(
 
     Raises
     ------
-    ReviewInputError
+    TableError
         Missing columns, missing or repeated IDs, or rows without a ``p_cnn`` (each named
         by its row number, 1 for the first data row).
     """
     frame = read_table(path)
     id_column = next((name for name in ID_COLUMNS if name in frame.columns), None)
     if id_column is None:
-        raise ReviewInputError(
+        raise TableError(
             f"{path}: no candidate ID column (ID or candidate_id); columns: {list(frame.columns)}"
         )
     missing = [name for name in require if name not in frame.columns]
     if missing:
-        raise ReviewInputError(
+        raise TableError(
             f"{path}: missing column(s) {', '.join(missing)}; columns: {list(frame.columns)}"
         )
     if id_column == "ID" and "candidate_id" in frame.columns:
@@ -111,14 +96,6 @@ def read_candidates(
                 for k in np.flatnonzero(np.isnan(frame["p_cnn"].to_numpy()))
             )
     if problems:
-        raise ReviewInputError(problem_message(path, problems))
+        raise TableError(problem_message(path, problems))
     columns = ["candidate_id", *(name for name in frame.columns if name != "candidate_id")]
     return frame[columns].reset_index(drop=True)
-
-
-def problem_message(path: str | Path, problems: Sequence[str], *, shown: int = 20) -> str:
-    """One error message listing the problems found in ``path`` (the first ``shown``)."""
-    lines = [f"{path}: {len(problems)} problem(s):", *(f"  {p}" for p in problems[:shown])]
-    if len(problems) > shown:
-        lines.append(f"  ... and {len(problems) - shown} more")
-    return "\n".join(lines)

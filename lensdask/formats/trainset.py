@@ -1,0 +1,209 @@
+"""The training set (``trainset.zarr``): mock lenses and real negatives, split three ways.
+
+Layout::
+
+    zarr.json                        root attributes: configuration, plan hash, composition,
+                                     normalisation, band, pixel scale, source cutout store
+    <split>/images                   (N, size, size) float32 in [0, 255] (``normalise_stamps``)
+    <split>/label                    (N,) int8: 1 mock lens, 0 real negative
+    <split>/kind                     (N,) str: ``lens`` or the negative's kind (LRG, BG, spiral...)
+    <split>/source_id, source_tile   (N,) str: the real cutout each example is made from
+    <split>/params/<name>            (N,) float64: every mock-lens parameter (NaN for negatives),
+                                     the magnification and the arc scale (provenance)
+    _units/<split>-<batch>.json      completion markers
+
+``split`` is ``train``, ``val`` or ``test``. Every array of a split is chunked by the
+simulation batch, so that each batch writes exactly one chunk of every array (and so is a
+unit of its own) and a reader can stream the images one chunk at a time (:class:`ChunkReader`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+TEXT_COLUMNS = ("kind", "source_id", "source_tile")
+"""Per-example string arrays of a split."""
+
+
+def prepare_trainset(
+    out: Path,
+    *,
+    attrs: Mapping[str, Any],
+    split_sizes: Mapping[str, int],
+    chunk: int,
+    size: int,
+    parameters: list[str],
+) -> None:
+    """Create the (empty) arrays of a training set, or keep them if the plan is the same.
+
+    A store made from another plan or configuration (``attrs["plan_hash"]`` and
+    ``attrs["config"]``) is removed first, so that no batch of an old plan survives under a
+    new one.
+
+    Parameters
+    ----------
+    out : path
+        The training set.
+    attrs : mapping
+        Root attributes (JSON types), with ``plan_hash`` and ``config``.
+    split_sizes : mapping of str to int
+        Examples per split.
+    chunk : int
+        Examples per chunk (the simulation batch).
+    size : int, pixels
+        Side of the images.
+    parameters : list of str
+        Names of the ``params/`` arrays.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists and is not a Zarr group.
+    """
+    import zarr
+
+    if out.exists():
+        try:
+            old = read_attrs(out)
+        except (FileNotFoundError, ValueError):  # not a Zarr group: never a training set
+            raise FileExistsError(
+                f"{out}: exists and is not a training set; not touching it"
+            ) from None
+        if old.get("plan_hash") == attrs["plan_hash"] and old.get("config") == attrs["config"]:
+            return
+        logger.warning("simulate: %s was made from another plan or configuration: remade", out)
+        shutil.rmtree(out)
+    root = zarr.open_group(str(out), mode="w-", attributes=dict(attrs))
+    for split in SPLITS:
+        n = int(split_sizes.get(split, 0))
+        group = root.create_group(split)
+        group.create_array(
+            "images",
+            shape=(n, size, size),
+            dtype="float32",
+            chunks=(chunk, size, size),
+            compressors=None,
+            dimension_names=("example", "y", "x"),
+        )
+        group.create_array("label", shape=(n,), dtype="int8", chunks=(chunk,), fill_value=-1)
+        for name in TEXT_COLUMNS:
+            group.create_array(name, shape=(n,), dtype=str, chunks=(chunk,))
+        params = group.create_group("params", attributes={"columns": parameters})
+        for name in parameters:
+            params.create_array(name, shape=(n,), dtype="float64", chunks=(chunk,))
+
+
+def write_batch_arrays(
+    out: Path, split: str, *, index: int, start: int, arrays: Mapping[str, np.ndarray]
+) -> dict[str, int]:
+    """Write one batch into its chunk of every array of ``split``.
+
+    Parameters
+    ----------
+    out : path
+        The training set (made by :func:`prepare_trainset`).
+    split : str
+    index : int
+        The batch's number in its split: the chunk it fills.
+    start : int
+        Its first example.
+    arrays : mapping of str to ndarray
+        ``images``, ``label``, :data:`TEXT_COLUMNS` and ``params/<name>`` values of the
+        batch's examples.
+
+    Returns
+    -------
+    dict of str to int
+        The chunk files written (relative to ``out``) and their sizes in bytes, for the
+        batch's completion marker.
+    """
+    import zarr
+
+    group = zarr.open_group(str(out / split), mode="r+")
+    files = {}
+    # Every chunk becomes a file, even one of fill values only, so the marker can list it.
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        for name, values in arrays.items():
+            array = group[name]
+            array[start : start + len(values)] = values
+            rel = f"{split}/{array.path}/c/{index}" + "/0" * (array.ndim - 1)
+            files[rel] = (out / rel).stat().st_size
+    return files
+
+
+def check_trainset(path: str | Path) -> None:
+    """Raise FileNotFoundError unless ``path`` holds the images of every split."""
+    for split in SPLITS:
+        if not (Path(path) / split / "images" / "zarr.json").is_file():
+            raise FileNotFoundError(f"{path}: not a training set (no {split} split)")
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """The root attributes of a training set (``size``, ``band``, ``normalisation``,
+    ``plan_hash``, ...)."""
+    import zarr
+
+    return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def read_table(path: str | Path, split: str):
+    """The per-example table of a split (labels, kinds, sources, parameters) as a DataFrame."""
+    import pandas as pd
+    import zarr
+
+    if split not in SPLITS:
+        raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+    group = zarr.open_group(str(Path(path) / split), mode="r")
+    table = {
+        "label": group["label"][:],
+        **{name: group[name][:].astype(object) for name in TEXT_COLUMNS},
+    }
+    params = group["params"]
+    for name in params.attrs["columns"]:
+        table[name] = params[name][:]
+    return pd.DataFrame(table)
+
+
+class ChunkReader:
+    """Reads examples of one split by index, one Zarr chunk at a time (two kept)."""
+
+    def __init__(self, trainset: str | Path, split: str, *, cache: int = 2) -> None:
+        import zarr
+
+        group = zarr.open_group(str(Path(trainset) / split), mode="r")
+        self.images = group["images"]
+        self.labels = group["label"][:].astype(np.float32)
+        self.chunk = int(self.images.chunks[0])
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._size = cache
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def _chunk(self, k: int) -> np.ndarray:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+        else:
+            self._cache[k] = self.images[k * self.chunk : (k + 1) * self.chunk]
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return self._cache[k]
+
+    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(n, H, W)`` and labels ``(n,)`` of examples ``index`` (in that order)."""
+        images = np.empty((index.size, *self.images.shape[1:]), dtype=np.float32)
+        chunks = index // self.chunk
+        for k in np.unique(chunks):
+            sel = chunks == k
+            images[sel] = self._chunk(int(k))[index[sel] - k * self.chunk]
+        return images, self.labels[index]
