@@ -1,5 +1,5 @@
-"""The grading web server (``lensdask inspect``): the standard library's threading HTTP
-server, one page, a small JSON API and the stamps.
+"""The grading web server (``lensdask inspect``): one page, a small JSON API and the stamps,
+as a Flask app served by waitress.
 
 Routes (every one but ``/app.js`` needs ``?token=`` with a grader's access token, else
 403 and nothing shown or written):
@@ -13,6 +13,37 @@ Routes (every one but ``/app.js`` needs ``?token=`` with a grader's access token
 
 The server binds to 127.0.0.1 unless told otherwise (docs/architecture.md, Reliability
 rules: localhost by default).
+
+Why these libraries: HTTP parsing, body limits, read timeouts and the answers to bad
+requests are left to maintained code instead of a hand-written handler over
+:mod:`http.server` (which read a body of ``Content-Length: -1`` to the end of the stream,
+past any limit, and dropped the connection on a non-numeric one).
+
+- Flask 3 (on Werkzeug) is the app: routing, query strings, responses and HTTP errors,
+  and the best-known WSGI framework, so the next maintainer knows it. Its
+  ``MAX_CONTENT_LENGTH`` is a second body limit inside the app. Flask's own development
+  server is not used.
+- waitress is the server: a production WSGI server in pure Python (no compiled parts, runs
+  wherever lensdask does), threaded, that parses requests itself and enforces limits
+  before the app sees a request. As read in its ``parser.py``, ``server.py`` and
+  ``channel.py`` (waitress 3.0):
+
+  - ``Content-Length`` must match ``^[0-9]+$``, else 400 Bad Request and the connection is
+    closed (so ``-1`` or ``abc`` never reach the app);
+  - ``max_request_body_size``: a declared ``Content-Length`` at or over it is refused with
+    413 before the body is read; a chunked body is counted as it arrives and refused with
+    413 once over it; a body is never read past its ``Content-Length``;
+  - ``max_request_header_size``: request line and headers over it, 431;
+  - ``channel_timeout``: a connection with no request being handled and nothing received
+    for that many seconds (a client stalled in its headers or mid-body, or an idle
+    keep-alive) is closed; the check runs every ``cleanup_interval`` seconds;
+  - ``connection_limit``: with that many connections open, new ones are not accepted
+    (they wait in the listen backlog) until some close.
+
+  One thread reads every connection without blocking and hands complete requests to
+  ``threads`` workers, so a slow client holds no worker and other graders are served
+  meanwhile. The server is made with ``waitress.create_server``, not ``waitress.serve``
+  (which calls :func:`logging.basicConfig`); waitress logs to the ``waitress`` logger.
 """
 
 from __future__ import annotations
@@ -20,14 +51,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from flask import Flask, Response, g, request
+from waitress import wasyncore
+from waitress.server import create_server
+from werkzeug.exceptions import HTTPException
 
 from lensdask.formats.files import TableError
 from lensdask.formats.grades import GRADE_VALUES, GradeError
@@ -38,7 +73,19 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY = 4096
 """Largest request body accepted, bytes."""
-STAMP_ROUTE = re.compile(r"^/stamp/([0-9a-f]{16})$")
+MAX_HEADER = 65536
+"""Largest request line and headers accepted, bytes (localhost cookies of other apps
+count too, so not much less)."""
+READ_TIMEOUT = 30
+"""Seconds a connection may stay silent (stalled in a request, or idle) before it is
+closed."""
+THREADS = 4
+"""Threads that run requests; slow clients do not hold one (see the module docstring)."""
+CONNECTION_LIMIT = 100
+"""Connections open at once, at most."""
+STAMP_KEY = re.compile(r"[0-9a-f]{16}")
+PUBLIC_PATHS = frozenset({"/app.js", "/favicon.ico"})
+"""Paths served without a token (nothing in them is secret)."""
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -142,117 +189,163 @@ class GradingApp:
         return path
 
 
-class GradingHandler(BaseHTTPRequestHandler):
-    """HTTP handler of the grading server; ``server.app`` is the :class:`GradingApp`."""
+class _GradingFlask(Flask):
+    """Flask, logging the app's errors to this module's logger: ``Flask.logger`` would add
+    a handler of its own to it when the process has none (no side effects on logging)."""
 
-    server_version = "lensdask-grading"
-    sys_version = ""
+    def log_exception(self, exc_info: Any) -> None:
+        logger.error("error in %s %s", request.method, request.path, exc_info=exc_info)
 
-    @property
-    def app(self) -> GradingApp:
-        return self.server.app  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: Any) -> None:
-        message = format % args
-        logger.debug("%s %s", self.address_string(), re.sub(r"token=[^&\s]*", "token=***", message))
+def _respond(status: int, body: str | bytes, content_type: str, **headers: str) -> Response:
+    return Response(
+        body,
+        status=status,
+        content_type=content_type,
+        headers={name.replace("_", "-"): value for name, value in headers.items()},
+    )
 
-    def send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
-        """Send a complete response with the security headers."""
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in {**SECURITY_HEADERS, **headers}.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
-    def send_json(self, status: int, payload: dict[str, Any]) -> None:
-        self.send(
-            status, json.dumps(payload).encode(), "application/json", Cache_Control="no-store"
+def _json(status: int, payload: dict[str, Any]) -> Response:
+    return _respond(status, json.dumps(payload), "application/json", Cache_Control="no-store")
+
+
+def make_wsgi_app(grading: GradingApp) -> Flask:
+    """The WSGI app of the grading server (the routes of the module docstring).
+
+    Parameters
+    ----------
+    grading : GradingApp
+        The store, candidates and stamps to serve.
+    """
+    wsgi = _GradingFlask(__name__, static_folder=None)
+    wsgi.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+
+    @wsgi.before_request
+    def check_token() -> Response | None:
+        # before routing, as before: without a token every path but the public ones is 403
+        if request.path in PUBLIC_PATHS:
+            return None
+        grader = grading.store.grader_of(request.args.get("token", ""))
+        if grader is None:
+            logger.warning("refused a request with an invalid token from %s", request.remote_addr)
+            if request.path.startswith("/api/"):
+                return _json(HTTPStatus.FORBIDDEN, {"error": "invalid or missing access token"})
+            return _respond(HTTPStatus.FORBIDDEN, FORBIDDEN_HTML, "text/html; charset=utf-8")
+        g.grader = grader
+        return None
+
+    @wsgi.after_request
+    def add_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        # the path only: the query holds the grader's token
+        logger.debug(
+            "%s %s %s %s", request.remote_addr, request.method, request.path, response.status_code
+        )
+        return response
+
+    @wsgi.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        message = (err.name or "error").lower()
+        if request.path.startswith("/api/") or request.method == "POST":
+            return _json(err.code or 500, {"error": message})
+        return _respond(err.code or 500, message, "text/plain; charset=utf-8")
+
+    @wsgi.get("/app.js")
+    def app_js() -> Response:
+        return _respond(HTTPStatus.OK, APP_JS, "text/javascript; charset=utf-8")
+
+    @wsgi.get("/favicon.ico")
+    def favicon() -> Response:
+        return _respond(HTTPStatus.NOT_FOUND, b"", "text/plain")
+
+    @wsgi.get("/")
+    @wsgi.get("/index.html")
+    def index() -> Response:
+        return _respond(
+            HTTPStatus.OK, INDEX_HTML, "text/html; charset=utf-8", Cache_Control="no-store"
         )
 
-    def grader(self, query: dict[str, list[str]]) -> str | None:
-        """The grader of the request's token, or None (a 403 is sent)."""
-        token = (query.get("token") or [""])[0]
-        grader = self.app.store.grader_of(token)
-        if grader is None:
-            logger.warning(
-                "refused a request with an invalid token from %s", self.client_address[0]
-            )
-            if self.path.startswith("/api/"):
-                self.send_json(HTTPStatus.FORBIDDEN, {"error": "invalid or missing access token"})
-            else:
-                self.send(HTTPStatus.FORBIDDEN, FORBIDDEN_HTML.encode(), "text/html; charset=utf-8")
-        return grader
+    @wsgi.get("/api/state")
+    def state() -> Response:
+        return _json(HTTPStatus.OK, grading.state(g.grader))
 
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        if url.path == "/app.js":
-            self.send(HTTPStatus.OK, APP_JS.encode(), "text/javascript; charset=utf-8")
-            return
-        if url.path == "/favicon.ico":
-            self.send(HTTPStatus.NOT_FOUND, b"", "text/plain")
-            return
-        grader = self.grader(query)
-        if grader is None:
-            return
-        if url.path in ("/", "/index.html"):
-            self.send(
-                HTTPStatus.OK,
-                INDEX_HTML.encode(),
-                "text/html; charset=utf-8",
-                Cache_Control="no-store",
-            )
-        elif url.path == "/api/state":
-            self.send_json(HTTPStatus.OK, self.app.state(grader))
-        elif match := STAMP_ROUTE.match(url.path):
-            kind = (query.get("kind") or ["colour"])[0]
-            path = self.app.stamp(match.group(1), kind)
-            if path is None:
-                self.send(HTTPStatus.NOT_FOUND, b"no such stamp", "text/plain")
-            else:
-                self.send(
-                    HTTPStatus.OK,
-                    path.read_bytes(),
-                    "image/png",
-                    Cache_Control="private, max-age=600",
-                )
-        else:
-            self.send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+    @wsgi.get("/stamp/<key>")
+    def stamp(key: str) -> Response:
+        path = None
+        if STAMP_KEY.fullmatch(key):
+            path = grading.stamp(key, request.args.get("kind", "colour"))
+        if path is None:
+            return _respond(HTTPStatus.NOT_FOUND, b"no such stamp", "text/plain")
+        return _respond(
+            HTTPStatus.OK, path.read_bytes(), "image/png", Cache_Control="private, max-age=600"
+        )
 
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        grader = self.grader(parse_qs(url.query))
-        if grader is None:
-            return
-        if url.path != "/api/grade":
-            self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request too large"})
-            return
+    @wsgi.post("/api/grade")
+    def grade() -> Response:
         try:
-            payload = json.loads(self.rfile.read(length) or b"{}")
+            payload = json.loads(request.get_data(cache=False) or b"{}")
             if not isinstance(payload, dict):
                 raise GradeError("expected a JSON object")
-            progress = self.app.grade(grader, payload.get("key"), payload.get("grade"))
-        except (json.JSONDecodeError, GradeError) as err:
-            self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(err)})
-            return
-        self.send_json(HTTPStatus.OK, progress)
+            progress = grading.grade(g.grader, payload.get("key"), payload.get("grade"))
+        except (ValueError, RecursionError, GradeError) as err:
+            # ValueError: not JSON or not UTF-8; RecursionError: JSON nested too deep
+            return _json(HTTPStatus.BAD_REQUEST, {"error": str(err) or "invalid JSON"})
+        return _json(HTTPStatus.OK, progress)
+
+    return wsgi
 
 
-class GradingServer(ThreadingHTTPServer):
-    """A threading HTTP server holding the :class:`GradingApp`."""
+class GradingServer:
+    """The grading server: the :class:`GradingApp` (``app``) served by waitress on a bound
+    socket; the interface of :class:`socketserver.BaseServer` (``serve_forever``,
+    ``shutdown``, ``server_close``, ``server_address``) plus ``start``/``stop``.
 
-    daemon_threads = True
+    Parameters
+    ----------
+    app : GradingApp
+        What to serve.
+    sock : socket.socket
+        The bound, listening TCP socket.
+    read_timeout : int, s
+        ``channel_timeout`` of waitress: a connection silent this long is closed.
+    threads : int
+        Threads that run requests.
+    """
 
-    def __init__(self, address: tuple[str, int], app: GradingApp) -> None:
+    def __init__(
+        self,
+        app: GradingApp,
+        sock: socket.socket,
+        *,
+        read_timeout: int = READ_TIMEOUT,
+        threads: int = THREADS,
+    ) -> None:
         self.app = app
-        super().__init__(address, GradingHandler)
+        self.wsgi = make_wsgi_app(app)
+        self.server_address: tuple[str, int] = sock.getsockname()[:2]
+        # a map of our own: closing everything in it ends the loop (see shutdown)
+        self._map: dict[int, Any] = {}
+        self._server = create_server(
+            self.wsgi,
+            map=self._map,
+            sockets=[sock],
+            threads=threads,
+            ident="lensdask-grading",
+            # waitress refuses a body of max_request_body_size bytes or more: MAX_BODY is
+            # the largest accepted
+            max_request_body_size=MAX_BODY + 1,
+            max_request_header_size=MAX_HEADER,
+            channel_timeout=read_timeout,
+            # check for silent connections every second, so read_timeout is kept to ~1 s
+            cleanup_interval=1,
+            connection_limit=CONNECTION_LIMIT,
+            expose_tracebacks=False,
+        )
+        self._stop_requested = threading.Event()
+        self._serving = threading.Event()
+        self._done = threading.Event()
 
     @property
     def url(self) -> str:
@@ -261,16 +354,54 @@ class GradingServer(ThreadingHTTPServer):
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}/"
 
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` (returns) or Ctrl-C (raises KeyboardInterrupt)."""
+        self._serving.set()
+        try:
+            self._server.run()
+        finally:
+            self._done.set()
+        if not self._stop_requested.is_set():
+            # waitress's run() swallows Ctrl-C (and SystemExit) and returns: pass it on,
+            # as socketserver does, so the caller can tell a stop from an interrupt
+            raise KeyboardInterrupt
+
     def start(self) -> threading.Thread:
         """Serve in a background thread (stop with :meth:`stop`)."""
+        self._serving.set()
         thread = threading.Thread(target=self.serve_forever, name="grading-server", daemon=True)
         thread.start()
         return thread
+
+    def shutdown(self, *, timeout: float = 10.0) -> None:
+        """Stop :meth:`serve_forever` and wait for it to return (at most ``timeout``, s)."""
+        if self._stop_requested.is_set():
+            return
+        self._stop_requested.set()
+        # the loop's thread closes the sockets (waitress's dispatchers are not thread-safe):
+        # with its map empty, the loop ends
+        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+        if self._serving.is_set() and not self._done.wait(timeout):
+            logger.warning("the grading server did not stop within %s s", timeout)
+
+    def server_close(self) -> None:
+        """Close the sockets and end the request threads (after :meth:`shutdown` or
+        :meth:`serve_forever`)."""
+        self._server.task_dispatcher.shutdown(timeout=5)
+        wasyncore.close_all(self._map)
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
         self.shutdown()
         self.server_close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (its first address) and listening."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address, family=family)
 
 
 def make_server(
@@ -281,6 +412,8 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 8765,
     mono_band: str = "r",
+    read_timeout: int = READ_TIMEOUT,
+    threads: int = THREADS,
 ) -> GradingServer:
     """The grading server for ``candidate_ids`` with the stamps of ``stamps``, bound but not
     serving yet (``serve_forever()`` or ``start()``).
@@ -299,11 +432,21 @@ def make_server(
         TCP port (0: any free port; see ``server.url``).
     mono_band : str
         Band of the single-band stamps, for the page.
+    read_timeout : int, s
+        A connection that sends nothing for this long (stalled mid-request, or idle) is
+        closed.
+    threads : int
+        Threads that run requests.
     """
     if not isinstance(store, GradeStore):
         store = GradeStore(store)
     app = GradingApp(store, stamps, candidate_ids, mono_band=mono_band)
-    return GradingServer((host, port), app)
+    sock = _listen(host, port)
+    try:
+        return GradingServer(app, sock, read_timeout=read_timeout, threads=threads)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def grader_link(base_url: str, token: str) -> str:
