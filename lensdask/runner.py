@@ -170,16 +170,19 @@ def run_stage(
     *,
     chash: str | Mapping[str, str],
     stage: str,
+    lineage: Mapping[str, Mapping[str, str]] | None = None,
     progress: bool = True,
     prepare: Callable[[], Any] | None = None,
     **kwargs: Any,
 ) -> UnitReport:
-    """Run the units of a stage that are not complete yet, and record the failures.
+    """Run the units of a stage that are not complete yet, and record the stage's output.
 
     Every stage's per-unit adaptor has the signature
-    ``func(input, out, *, unit, chash, **kwargs)``: it makes unit ``unit`` from ``input``,
-    commits it under ``out`` and writes its completion marker with configuration hash
-    ``chash``.
+    ``func(input, out, *, unit, chash, lineage, **kwargs)``: it makes unit ``unit`` from
+    ``input``, commits it under ``out`` and writes its completion marker with hash
+    ``chash`` and inputs ``lineage``. When the units have run, units under ``out`` that
+    ``inputs`` no longer plans are superseded and the manifest of the output is written
+    (:mod:`lensdask.units`).
 
     Parameters
     ----------
@@ -189,13 +192,17 @@ def run_stage(
         The per-unit adaptor.
     out : path
         The stage's output root (markers in ``out/_units``, failures in
-        ``out/_failures.csv``).
+        ``out/_failures.csv``, the manifest in ``out/_manifest.json``).
     inputs : mapping
-        Unit name -> the unit's input (a tile, a file path, ...), in run order.
+        Unit name -> the unit's input (a tile, a file path, ...), in run order: every unit
+        the stage's inputs and configuration plan.
     chash : str or mapping
         Configuration hash of every unit, or of each unit by name.
     stage : str
-        Stage name, for task keys, progress bar, log and failures table.
+        Stage name, for task keys, progress bar, log, failures table and manifest.
+    lineage : mapping, optional
+        Each unit's inputs' identities (upstream marker digests, model id, ...) by unit; a
+        unit whose lineage changed is remade.
     progress : bool
         Show a progress bar over units.
     prepare : callable, optional
@@ -209,10 +216,28 @@ def run_stage(
     UnitReport
         Results of the units run now, the units skipped as complete, the failures.
     """
-    from lensdask.units import is_complete
+    from lensdask.units import (
+        Manifest,
+        StaleOutputError,
+        clear_manifest,
+        is_complete,
+        lineage_hash,
+        marker_digest,
+        read_manifest,
+        read_marker,
+        supersede,
+        write_manifest,
+    )
 
-    hashes = {unit: chash if isinstance(chash, str) else chash[unit] for unit in inputs}
+    lineage = lineage or {}
+    hashes = {
+        unit: lineage_hash(chash if isinstance(chash, str) else chash[unit], lineage.get(unit, {}))
+        for unit in inputs
+    }
+    Path(out).mkdir(parents=True, exist_ok=True)
     todo = [unit for unit in inputs if not is_complete(out, unit, config_hash=hashes[unit])]
+    if todo:  # until this run finishes, the output is not a finished run's
+        clear_manifest(out)
     logger.info(
         "%s: %d units (%d already complete) -> %s", stage, len(inputs), len(inputs) - len(todo), out
     )
@@ -224,16 +249,34 @@ def run_stage(
         todo,
         out,
         stage=stage,
-        unit_args=[(func, inputs[unit], unit, hashes[unit]) for unit in todo],
+        unit_args=[
+            (func, inputs[unit], unit, hashes[unit], dict(lineage.get(unit, {}))) for unit in todo
+        ],
         progress=progress,
         **kwargs,
     )
     pending = set(todo)
     report.skipped.extend(unit for unit in inputs if unit not in pending)
     report.write_failures(out)
+    supersede(out, keep=inputs)
+    failed = {failure.unit for failure in report.failures}
+    markers = {unit: read_marker(out, unit) for unit in inputs if unit not in failed}
+    manifest = Manifest(
+        stage=stage,
+        units={unit: marker_digest(m) for unit, m in markers.items() if m is not None},
+        failed=tuple(sorted(failed | {unit for unit, m in markers.items() if m is None})),
+    )
+    try:
+        unchanged = read_manifest(out) == manifest
+    except StaleOutputError:
+        unchanged = False
+    if not unchanged:  # a rerun that found everything complete writes nothing
+        write_manifest(out, manifest)
     return report
 
 
-def _run_unit(item: tuple[Callable[..., Any], Any, str, str], out: Path, **kwargs: Any) -> Any:
-    func, arg, unit, chash = item
-    return func(arg, out, unit=unit, chash=chash, **kwargs)
+def _run_unit(
+    item: tuple[Callable[..., Any], Any, str, str, dict[str, str]], out: Path, **kwargs: Any
+) -> Any:
+    func, arg, unit, chash, lineage = item
+    return func(arg, out, unit=unit, chash=chash, lineage=lineage, **kwargs)

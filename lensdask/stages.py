@@ -343,6 +343,17 @@ STAGES: tuple[Stage, ...] = (
                 help="Truth tables of injected lenses (a mock survey's lenses/): measure "
                 "completeness.",
             ),
+            Input(
+                artifact="model",
+                required=False,
+                help="Take the scores of this model, where SCORES holds several models'.",
+            ),
+            Input(
+                artifact="cutouts",
+                required=False,
+                help="The cutout store: refuse scores made from other cutouts, and report "
+                "tiles not scored.",
+            ),
         ),
         outputs={"candidates": "candidates.parquet"},
         options=(

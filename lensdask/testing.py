@@ -213,11 +213,25 @@ def write_cutout_store(
         ``path``.
     """
     from lensdask.formats.cutout_store import open_root, write_tile_group
-    from lensdask.units import Marker, commit_folder, ids_hash, staging_path, write_marker
+    from lensdask.units import (
+        MANIFEST_FILE,
+        Manifest,
+        Marker,
+        commit_folder,
+        folder_files,
+        ids_hash,
+        marker_digest,
+        read_manifest,
+        read_marker,
+        staging_path,
+        write_manifest,
+        write_marker,
+    )
 
     path = Path(path)
     rng = np.random.default_rng(seed)
     open_root(path, attrs={"bands": list(bands), "size": size})
+    digests = dict(read_manifest(path).units) if (path / MANIFEST_FILE).exists() else {}
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     for tile, samples in counts.items():
         sample = [name for name, n in samples.items() for _ in range(n)] + ["LRG"] * edge
@@ -253,10 +267,16 @@ def write_cutout_store(
         staged = staging_path(path, tile)
         write_tile_group(staged, images, columns, attrs=attrs, chunk=64, compression_level=0)
         commit_folder(staged, path / tile)
-        write_marker(
-            path,
-            Marker(unit=tile, rows=n, ids_hash=ids_hash(ids), config_hash="testing", files={}),
+        marker = Marker(
+            unit=tile,
+            rows=n,
+            ids_hash=ids_hash(ids),
+            config_hash="testing",
+            files=folder_files(path, path / tile),
         )
+        write_marker(path, marker)
+        digests[tile] = marker_digest(read_marker(path, tile))
+    write_manifest(path, Manifest(stage="cutouts", units=digests))
     return path
 
 

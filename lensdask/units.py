@@ -1,11 +1,19 @@
-"""Work units committed as a whole: staging, atomic moves and completion markers.
+"""Work units committed as a whole: staging, atomic moves, completion markers, manifests.
 
 Every stage splits its work into units (a tile, a simulation batch) with deterministic
 names. A unit writes its data into a staging folder, checks it, moves it into place with
 :func:`os.replace` and only then writes its completion marker, a small JSON file under
-``<out>/_units/``. A rerun skips a unit only when its marker agrees with the files on disk
-and with the hash of the configuration that made it (docs/architecture.md, Reliability
-rules).
+``<out>/_units/`` that lists its files (sizes, and a SHA-256 of the small ones) and the
+identity of the inputs it was made from (its lineage). A rerun skips a unit only when its
+marker agrees with the files on disk and with the hash of the configuration and lineage
+that would make it now.
+
+When a stage's run ends, its output holds exactly the units that its inputs and
+configuration planned: units no longer planned are moved under ``<out>/_superseded/``, and
+``<out>/_manifest.json`` lists the planned units with the digest of each marker. Readers
+take a stage's output from its manifest only (:func:`planned_units`), never from a listing
+of the folder; a stage that did not finish has no manifest. (docs/architecture.md,
+Reliability rules.)
 """
 
 from __future__ import annotations
@@ -27,6 +35,17 @@ logger = logging.getLogger(__name__)
 
 MARKER_DIR = "_units"
 STAGING_DIR = "_staging"
+SUPERSEDED_DIR = "_superseded"
+DAMAGED_DIR = "_damaged"
+MANIFEST_FILE = "_manifest.json"
+SMALL_FILE = 64 << 20
+"""Files up to this size (bytes) get a SHA-256 in their unit's marker, checked whenever the
+unit's completeness is; larger ones (Zarr shards) carry the format's own checksums."""
+
+
+class StaleOutputError(ValueError):
+    """A stage's output is incomplete, changed since its stage finished, or was made from
+    other inputs than the ones given: the message says which stage to run again."""
 
 
 def config_hash(config: Any) -> str:
@@ -90,6 +109,32 @@ class Marker:
     """lensdask version that wrote the unit."""
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Stage-specific facts (counts per sample, skipped targets, ...)."""
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Lineage: the identity of each input the unit was made from (the digest of an
+    upstream unit's marker, a model id, a hash of an input file's state), by name."""
+    checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """SHA-256 (hex) of each of its files up to :data:`SMALL_FILE` bytes."""
+
+
+def marker_digest(marker: Marker) -> str:
+    """The identity of a unit's content: a hash of its whole marker (16 hex digits)."""
+    text = json.dumps(jsonable(dataclasses.asdict(marker)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def lineage_hash(chash: str, lineage: Mapping[str, str]) -> str:
+    """The hash a unit's marker records: its configuration hash and its lineage together,
+    so that a unit is remade when either changes."""
+    return config_hash({"config": chash, "inputs": dict(lineage)}) if lineage else chash
 
 
 def marker_path(root: Path, unit: str) -> Path:
@@ -137,7 +182,15 @@ def folder_files(root: Path, folder: Path) -> dict[str, int]:
 
 
 def write_marker(root: Path, marker: Marker) -> None:
-    """Write the completion marker of a unit, atomically, after its data is in place."""
+    """Write the completion marker of a unit, atomically, after its data is in place; the
+    SHA-256 of its small files is taken now."""
+    if not marker.checksums:
+        sums = {
+            rel: file_sha256(Path(root) / rel)
+            for rel, size in marker.files.items()
+            if size <= SMALL_FILE
+        }
+        marker = dataclasses.replace(marker, checksums=sums)
     write_json_atomic(marker_path(root, marker.unit), dataclasses.asdict(marker), indent=None)
 
 
@@ -158,17 +211,165 @@ def clear_marker(root: Path, unit: str) -> None:
     marker_path(root, unit).unlink(missing_ok=True)
 
 
+def damage(root: Path, marker: Marker) -> str | None:
+    """What is wrong with the files of a unit, or None: a file missing, of another size, or
+    (for small files) with other content than when it was committed."""
+    for rel, size in marker.files.items():
+        path = Path(root) / rel
+        if not path.exists():
+            return f"{path} is missing"
+        if path.stat().st_size != size:
+            return f"{path} has {path.stat().st_size} bytes instead of {size}"
+        if rel in marker.checksums and file_sha256(path) != marker.checksums[rel]:
+            return f"{path} changed since it was written (SHA-256 differs)"
+    return None
+
+
 def is_complete(root: Path, unit: str, *, config_hash: str) -> bool:
     """Whether ``unit`` is complete: its marker exists, was made with the same
-    configuration, and every file it lists is on disk with the recorded size."""
+    configuration and lineage, and its files are on disk as recorded (:func:`damage`)."""
     marker = read_marker(root, unit)
     if marker is None or marker.config_hash != config_hash:
         return False
-    for rel, size in marker.files.items():
-        path = Path(root) / rel
-        if not path.exists() or path.stat().st_size != size:
-            return False
-    return True
+    problem = damage(root, marker)
+    if problem:
+        logger.warning("%s: unit %s is redone: %s", root, unit, problem)
+    return problem is None
+
+
+def invalidate(root: Path, unit: str, reason: str) -> None:
+    """Take back the completion of a unit found damaged by a reader: its marker moves to
+    ``<root>/_damaged/`` (with the reason), so the next run of its stage redoes it."""
+    path = marker_path(root, unit)
+    if not path.exists():
+        return
+    target = Path(root) / DAMAGED_DIR / f"{unit}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(target.with_suffix(".reason.json"), {"unit": unit, "reason": reason})
+    os.replace(path, target)
+    logger.warning(
+        "%s: unit %s is damaged (%s); the next run of its stage redoes it", root, unit, reason
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """The output of a stage's last finished run: its planned units and their markers."""
+
+    stage: str
+    units: Mapping[str, str]
+    """Each planned unit that completed -> the digest of its marker (:func:`marker_digest`)."""
+    failed: tuple[str, ...] = ()
+    """Planned units that did not complete in that run."""
+    code_version: str = __version__
+
+    @property
+    def digest(self) -> str:
+        """The identity of the whole output (its units and what failed)."""
+        return config_hash({"units": dict(self.units), "failed": list(self.failed)})
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Record the finished run of a stage: the commit point of its output as a whole."""
+    write_json_atomic(Path(root) / MANIFEST_FILE, dataclasses.asdict(manifest))
+
+
+def clear_manifest(root: Path) -> None:
+    """Take back the manifest of a stage about to run: until it finishes, its output is not
+    a finished run's."""
+    (Path(root) / MANIFEST_FILE).unlink(missing_ok=True)
+
+
+def has_units(root: Path) -> bool:
+    """Whether ``root`` is the output of a lensdask stage (it has completion markers or a
+    manifest), as opposed to files a user made."""
+    return (Path(root) / MARKER_DIR).is_dir() or (Path(root) / MANIFEST_FILE).exists()
+
+
+def read_manifest(root: Path) -> Manifest:
+    """The manifest of a stage's output.
+
+    Raises
+    ------
+    StaleOutputError
+        There is none (the stage did not finish its last run) or it cannot be read.
+    """
+    path = Path(root) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+        return Manifest(**{**data, "failed": tuple(data.get("failed", ()))})
+    except FileNotFoundError:
+        raise StaleOutputError(
+            f"{root}: its stage has not finished a run (no {MANIFEST_FILE}); run it again"
+        ) from None
+    except (json.JSONDecodeError, TypeError) as err:
+        raise StaleOutputError(f"{path}: damaged ({err}); run its stage again") from None
+
+
+def planned_units(root: Path) -> dict[str, Marker]:
+    """The units of a stage's output as its last finished run left them, by name.
+
+    Only the units of the manifest count, and each one's marker must still be the one the
+    manifest recorded. A unit whose marker is gone since (being redone, or found damaged
+    and taken back by :func:`invalidate`) is left out, with a warning: it is not complete.
+
+    Raises
+    ------
+    StaleOutputError
+        No manifest, or a unit was remade since the run that wrote the manifest.
+    """
+    manifest = read_manifest(root)
+    markers = {}
+    for unit, digest in manifest.units.items():
+        marker = read_marker(root, unit)
+        if marker is None:
+            logger.warning("%s: unit %s is not complete any more; leaving it out", root, unit)
+            continue
+        if marker_digest(marker) != digest:
+            raise StaleOutputError(
+                f"{root}: unit {unit} changed since the {manifest.stage} run that wrote it; "
+                f"run {manifest.stage} again"
+            )
+        markers[unit] = marker
+    return markers
+
+
+def supersede(root: Path, keep: Iterable[str]) -> list[str]:
+    """Move the units under ``root`` that are not in ``keep`` (no longer planned), files and
+    marker, under ``<root>/_superseded/<unit>/``, where no reader looks.
+
+    Returns
+    -------
+    list of str
+        The units moved.
+    """
+    import shutil
+
+    keep = set(keep)
+    moved = []
+    for path in sorted((Path(root) / MARKER_DIR).glob("*.json")):
+        unit = path.stem
+        if unit in keep:
+            continue
+        marker = read_marker(root, unit)
+        target = Path(root) / SUPERSEDED_DIR / unit
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for rel in marker.files if marker else {}:
+            source = Path(root) / rel
+            if source.exists():
+                destination = target / rel
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, destination)
+                _remove_empty_parents(source.parent, Path(root))
+        os.replace(path, target / path.name)
+        moved.append(unit)
+    if moved:
+        logger.info(
+            "%s: %d unit(s) no longer planned moved to %s", root, len(moved), SUPERSEDED_DIR
+        )
+    return moved
 
 
 def complete_units(root: Path, *, config_hash: str | None = None) -> dict[str, Marker]:
@@ -189,6 +390,14 @@ def file_state(path: Path) -> list[Any]:
     return [os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
-def source_config_hash(config: Any, source: Path) -> str:
-    """Configuration hash of a unit made from one input file: changes with the file too."""
-    return config_hash({"config": dataclasses.asdict(config), "source": file_state(source)})
+def file_identity(path: Path) -> str:
+    """The identity of an input file that no lensdask stage made (a catalog, an image): a
+    hash of its :func:`file_state`, for the lineage of the units made from it."""
+    return config_hash({"file": file_state(path)})
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents up to (not including) ``root`` while empty."""
+    while folder != root and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent

@@ -24,8 +24,9 @@ from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
+    config_hash,
+    file_identity,
     ids_hash,
-    source_config_hash,
     write_marker,
 )
 
@@ -108,7 +109,9 @@ def _native(values: np.ndarray) -> np.ndarray:
     return values.astype(values.dtype.newbyteorder("="), copy=True)
 
 
-def ingest_file(path: Path, out: Path, *, unit: str, chash: str, config: IngestConfig):
+def ingest_file(
+    path: Path, out: Path, *, unit: str, chash: str, lineage: dict[str, str], config: IngestConfig
+):
     """Ingest one FITS catalog and commit ``out/<unit>.parquet``; returns its row count."""
     clear_marker(out, unit)
     table = read_fits_catalog(path, config=config)
@@ -121,6 +124,7 @@ def ingest_file(path: Path, out: Path, *, unit: str, chash: str, config: IngestC
             rows=table.num_rows,
             ids_hash=ids_hash(table["ID"]),
             config_hash=chash,
+            inputs=lineage,
             files={rel: size},
             extra={"source": str(path)},
         ),
@@ -178,8 +182,10 @@ def ingest_catalogs(
         ingest_file,
         out,
         dict(zip(units, files, strict=True)),
-        chash={
-            unit: source_config_hash(config, path) for unit, path in zip(units, files, strict=True)
+        chash=config_hash(config),
+        # a file is ingested again when it changed
+        lineage={
+            unit: {"source": file_identity(path)} for unit, path in zip(units, files, strict=True)
         },
         stage=STAGE,
         progress=progress,

@@ -11,7 +11,6 @@ dataframe, one partition per catalog file, for interactive work.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,16 @@ from lensdask.catalog.schema import (
 )
 from lensdask.config import SelectConfig
 from lensdask.formats.files import write_json_atomic, write_text_atomic
-from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_files
+from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_files, dataset_parts
 from lensdask.runner import UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
-    MARKER_DIR,
     Marker,
     clear_marker,
-    complete_units,
+    config_hash,
+    has_units,
     ids_hash,
-    is_complete,
-    source_config_hash,
+    planned_units,
     write_marker,
 )
 
@@ -236,7 +234,9 @@ def _targets_pandas(path: Path, *, config: SelectConfig):
     return read_tile_targets(path, config=config).table.to_pandas()
 
 
-def select_tile(path: Path, out: Path, *, unit: str, chash: str, config: SelectConfig):
+def select_tile(
+    path: Path, out: Path, *, unit: str, chash: str, lineage: dict[str, str], config: SelectConfig
+):
     """Select the targets of one catalog file and commit ``out/<unit>.parquet``.
 
     Returns
@@ -265,6 +265,7 @@ def select_tile(path: Path, out: Path, *, unit: str, chash: str, config: SelectC
             rows=table.num_rows,
             ids_hash=ids_hash(table["ID"]),
             config_hash=chash,
+            inputs=lineage,
             files={rel: size},
             extra={**counts, "source": str(path)},
         ),
@@ -316,54 +317,35 @@ def select_targets(
         Counts per tile and per sample, and the failed files.
     """
     config = config or SelectConfig()
-    files = dataset_files(catalog)
+    parts = dataset_parts(catalog)
+    files = list(parts)
     units = [path.stem for path in files]
     if len(set(units)) != len(units):
         raise CatalogError(f"catalog {catalog}: two files share a name: units must be unique")
     out = Path(out)
-    if out.exists() and not (out / MARKER_DIR).exists() and any(out.iterdir()):
+    if out.exists() and not has_units(out) and any(out.iterdir()):
         raise CatalogError(f"{out} exists and is not a targets dataset: refusing to write there")
     out.mkdir(parents=True, exist_ok=True)
     open_catalog(files[0], columns=list(file_columns(config).values()))  # fail fast
-    _remove_stale(out, set(units))
-
-    hashes = {
-        unit: source_config_hash(config, path) for unit, path in zip(units, files, strict=True)
-    }
     report = run_stage(
         client,
         select_tile,
         out,
         dict(zip(units, files, strict=True)),
-        chash=hashes,
+        chash=config_hash(config),
+        # a file's targets are selected again when the file changed
+        lineage={unit: {"catalog": parts[path]} for unit, path in zip(units, files, strict=True)},
         stage=STAGE,
         progress=progress,
         config=config,
     )
-
-    markers = complete_units(out)
+    markers = planned_units(out)
     per_tile = {
-        unit: {key: int(markers[unit].extra[key]) for key in COUNTS}
-        for unit in units
-        if unit in markers and is_complete(out, unit, config_hash=hashes[unit])
+        unit: {key: int(marker.extra[key]) for key in COUNTS} for unit, marker in markers.items()
     }
     result = SelectReport(out=out, per_tile=per_tile, units=report)
     _write_summary(result, catalog=Path(catalog), config=config, n_files=len(files))
     return result
-
-
-def _remove_stale(out: Path, units: set[str]) -> None:
-    """Drop targets of catalog files that are no longer in the catalog."""
-    for marker in complete_units(out).values():
-        if marker.unit not in units:
-            logger.warning("select: removing targets of %s, no longer in the catalog", marker.unit)
-            for rel in marker.files:
-                (out / rel).unlink(missing_ok=True)
-            clear_marker(out, marker.unit)
-    for path in out.glob("*.parquet"):
-        if path.stem not in units:
-            path.unlink()
-    shutil.rmtree(out / "_staging", ignore_errors=True)
 
 
 def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig, n_files: int):

@@ -32,7 +32,7 @@ from lensdask.units import (
     clear_marker,
     commit_folder,
     config_hash,
-    file_state,
+    file_identity,
     folder_files,
     ids_hash,
     staging_path,
@@ -108,12 +108,23 @@ def row_reader(hdul, index: int):
     )
 
 
+def image_states(images: Path, tile: str, config: CutoutConfig) -> dict[str, str]:
+    """The identity of each of a tile's images (a hash of its path, size and modification
+    time; ``missing`` where there is none yet), for the tile's lineage."""
+    states = {}
+    for band in config.bands:
+        path = images / config.image_pattern.format(tile=tile, band=band)
+        states[f"images/{band}"] = file_identity(path) if path.exists() else "missing"
+    return states
+
+
 def cutout_tile(
     sources: list[Path],
     out: Path,
     *,
     unit: str,
     chash: str,
+    lineage: dict[str, str],
     images: Path,
     config: CutoutConfig,
 ) -> dict[str, int]:
@@ -206,6 +217,7 @@ def cutout_tile(
             rows=int(keep.size),
             ids_hash=ids_hash(ids.tolist()),
             config_hash=chash,
+            inputs=lineage,
             files=files,
             extra=counts,
         ),
@@ -256,12 +268,16 @@ def make_cutouts(
     if not images.is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
     out = Path(out)
-    sources = tile_sources(targets)
-    settings = {"cutouts": dataclasses.asdict(config), "images": str(images.resolve())}
-    # a tile is redone when a file holding its targets changed (a new selection)
-    chash = {
-        tile: config_hash({**settings, "targets": [file_state(path) for path in paths]})
-        for tile, paths in sources.items()
+    parts = tile_sources(targets)
+    sources = {tile: list(files) for tile, files in parts.items()}
+    chash = config_hash({"cutouts": dataclasses.asdict(config), "images": str(images.resolve())})
+    # a tile is redone when a unit of the targets holding it, or one of its images, changed
+    lineage = {
+        tile: {
+            **{f"targets/{path.name}": identity for path, identity in files.items()},
+            **image_states(images, tile, config),
+        }
+        for tile, files in parts.items()
     }
     open_root(
         out,
@@ -273,6 +289,7 @@ def make_cutouts(
         out,
         sources,
         chash=chash,
+        lineage=lineage,
         stage=STAGE,
         progress=progress,
         images=images,

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lensdask.units import complete_units, read_marker
+from lensdask.units import Marker, has_units, planned_units, read_marker
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,15 @@ def write_tile_group(
 
 
 def complete_tiles(path: str | Path) -> list[str]:
-    """Tiles of a cutout store whose completion marker exists, sorted."""
-    return sorted(complete_units(Path(path)))
+    """The tiles of the store, as the last finished run of ``lensdask cutouts`` left it."""
+    return sorted(tile_markers(path))
+
+
+def tile_markers(path: str | Path) -> dict[str, Marker]:
+    """The completion marker of each tile of the store's last finished run, by tile
+    (:func:`lensdask.units.planned_units`): what readers check their lineage against. A
+    folder that ``lensdask cutouts`` never wrote has none."""
+    return planned_units(Path(path)) if has_units(Path(path)) else {}
 
 
 def is_store(path: str | Path) -> bool:

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from lensdask.formats.files import atomic_path
-from lensdask.units import commit_file, staging_path
+from lensdask.units import (
+    commit_file,
+    file_identity,
+    has_units,
+    marker_digest,
+    planned_units,
+    staging_path,
+)
 
 
 class CatalogError(OSError):
@@ -48,12 +55,41 @@ def dataset_files(path: str | Path, *, what: str = "catalog") -> list[Path]:
     return files
 
 
+def dataset_parts(path: str | Path, *, what: str = "catalog") -> dict[Path, str]:
+    """The Parquet files of a dataset, each with the identity of its content.
+
+    The output of a lensdask stage (it has completion markers) is read from its manifest:
+    the files of the units its last finished run planned, each with its unit's marker
+    digest; files the folder holds beside them (superseded, from another run) are not
+    seen. Any other file or folder (a catalog, a table made by hand) is listed by
+    :func:`dataset_files`, each file with a hash of its path, size and modification time.
+
+    Raises
+    ------
+    CatalogError
+        If ``path`` does not exist or holds no Parquet file.
+    lensdask.units.StaleOutputError
+        If the stage that wrote ``path`` did not finish its last run.
+    """
+    path = Path(path)
+    if path.is_dir() and has_units(path):
+        parts = {}
+        for marker in planned_units(path).values():
+            for rel in marker.files:
+                if rel.endswith(".parquet"):
+                    parts[path / rel] = marker_digest(marker)
+        return dict(sorted(parts.items()))
+    files = dataset_files(path, what=what)
+    return {file: file_identity(file) for file in files}
+
+
 def read_rows(dataset: str | Path, ids: list[str], columns: list[str]):
     """The rows of a Parquet file or dataset whose ``ID`` is in ``ids``, as a DataFrame with
-    ``ID`` and those of ``columns`` the dataset has."""
+    ``ID`` and those of ``columns`` the dataset has (the files of :func:`dataset_parts`)."""
     import pyarrow.dataset as ds
 
-    data = ds.dataset(str(dataset), format="parquet", exclude_invalid_files=True)
+    files = [str(file) for file in dataset_parts(dataset)]
+    data = ds.dataset(files, format="parquet")
     present = [name for name in columns if name in data.schema.names]
     if "ID" not in data.schema.names:
         raise KeyError(f"{dataset}: no ID column")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_files
+from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_parts
+from lensdask.units import has_units
 
 SCORE_COLUMNS = ("ID", "THELI_NAME", "sample", "p_cnn", "model_id")
 """Columns of a score file: the cutout's ID, tile and sample, its p_CNN and the model's id."""
@@ -55,10 +56,54 @@ def commit_tile_scores(
     return rel, commit_parquet(table, out, rel)
 
 
-def score_files(scores: str | Path) -> list[Path]:
-    """The score files of a scores folder (or the one file given), sorted."""
+def model_folders(scores: str | Path) -> dict[str, Path]:
+    """The folders of a scores folder that hold one model's scores, by model id."""
+    scores = Path(scores)
+    if not scores.is_dir():
+        return {}
+    return {
+        path.name: path
+        for path in sorted(scores.iterdir())
+        if path.is_dir() and not path.name.startswith(("_", ".")) and has_units(path)
+    }
+
+
+def resolve_scores(scores: str | Path, *, model_id: str | None = None) -> Path:
+    """The scores of one model: ``scores`` itself where it is one model's scores (a file, a
+    folder written by a stage, a folder of Parquet files), else its folder of ``model_id``
+    (``lensdask score`` writes ``<scores>/<model_id>``), or of its only model.
+
+    Raises
+    ------
+    FileNotFoundError
+        There are no scores of ``model_id``.
+    ValueError
+        There are several models' scores and no ``model_id`` says which.
+    """
+    scores = Path(scores)
+    if scores.is_file() or has_units(scores):
+        return scores
+    folders = model_folders(scores)
+    if model_id is not None and folders:
+        if model_id not in folders:
+            raise FileNotFoundError(
+                f"{scores}: no scores of model {model_id} (it has {', '.join(folders)}); "
+                "run lensdask score with that model"
+            )
+        return folders[model_id]
+    if len(folders) > 1:
+        raise ValueError(
+            f"{scores} holds the scores of several models ({', '.join(folders)}): name one "
+            f"with --model, or give the folder {scores}/<model_id>"
+        )
+    return next(iter(folders.values())) if folders else scores
+
+
+def score_files(scores: str | Path) -> dict[Path, str]:
+    """The score files of one model's scores (:func:`resolve_scores`), each with the identity
+    of its content (:func:`lensdask.formats.parquet.dataset_parts`), sorted."""
     try:
-        return dataset_files(scores, what="scores")
+        return dataset_parts(scores, what="scores")
     except CatalogError:
         raise FileNotFoundError(f"{scores}: no score files (*.parquet)") from None
 

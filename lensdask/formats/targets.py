@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from lensdask.formats.parquet import dataset_files
+from lensdask.formats.parquet import dataset_parts
 
 CUTOUT_COLUMNS = ("ID", "RAJ2000", "DECJ2000", "THELI_NAME", "sample")
 """Columns the cutouts are made from: ID, position (deg), tile and sample."""
@@ -25,8 +25,10 @@ TRUTH_COLUMNS = ("TRUE_TYPE", "TRUE_LENS")
 injected into it."""
 
 
-def tile_sources(targets: str | Path) -> dict[str, list[Path]]:
-    """Which targets files hold each tile, from the Parquet footers where possible.
+def tile_sources(targets: str | Path) -> dict[str, dict[Path, str]]:
+    """Which targets files hold each tile, each with the identity of its content
+    (:func:`lensdask.formats.parquet.dataset_parts`), from the Parquet footers where
+    possible.
 
     A file whose ``THELI_NAME`` statistics say it holds one tile (as ``lensdask select``
     writes them) costs only its footer; other files have that one column read.
@@ -34,8 +36,8 @@ def tile_sources(targets: str | Path) -> dict[str, list[Path]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    sources: dict[str, list[Path]] = defaultdict(list)
-    for path in dataset_files(targets, what="targets"):
+    sources: dict[str, dict[Path, str]] = defaultdict(dict)
+    for path, identity in dataset_parts(targets, what="targets").items():
         metadata = pq.read_metadata(path)
         names = metadata.schema.names
         if "THELI_NAME" not in names:
@@ -51,7 +53,7 @@ def tile_sources(targets: str | Path) -> dict[str, list[Path]]:
                 pc.unique(pq.read_table(path, columns=["THELI_NAME"])["THELI_NAME"]).to_pylist()
             )
         for tile in tiles:
-            sources[tile].append(path)
+            sources[tile][path] = identity
     return dict(sorted(sources.items()))
 
 

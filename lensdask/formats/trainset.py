@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from lensdask.units import read_manifest
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -142,10 +144,12 @@ def write_batch_arrays(
 
 
 def check_trainset(path: str | Path) -> None:
-    """Raise FileNotFoundError unless ``path`` holds the images of every split."""
+    """Raise FileNotFoundError unless ``path`` holds the images of every split, and
+    :class:`lensdask.units.StaleOutputError` unless its last simulation finished."""
     for split in SPLITS:
         if not (Path(path) / split / "images" / "zarr.json").is_file():
             raise FileNotFoundError(f"{path}: not a training set (no {split} split)")
+    read_manifest(Path(path))
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:

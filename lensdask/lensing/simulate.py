@@ -35,7 +35,14 @@ from lensdask.formats.trainset import SPLITS, prepare_trainset, write_batch_arra
 from lensdask.normalise import NORMALISATION
 from lensdask.runner import UnitCounts, UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
-from lensdask.units import Marker, clear_marker, config_hash, ids_hash, write_marker
+from lensdask.units import (
+    Marker,
+    clear_marker,
+    config_hash,
+    ids_hash,
+    read_manifest,
+    write_marker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +351,7 @@ def write_batch(
     *,
     unit: str,
     chash: str,
+    lineage: dict[str, str],
     cutouts: Path,
     config: SimulateConfig,
     pixel_scale: float,
@@ -380,6 +388,7 @@ def write_batch(
             rows=len(rows),
             ids_hash=ids_hash(rows["ID"].astype(str)),
             config_hash=chash,
+            inputs=lineage,
             files=files,
             extra={"positives": positives, "negatives": len(rows) - positives},
         ),
@@ -470,6 +479,7 @@ def simulate_lenses(
         "size": size,
         "pixel_scale": pixel_scale,
         "cutouts": str(cutouts.resolve()),
+        "cutouts_units": read_manifest(cutouts).digest,
         "normalisation": NORMALISATION,
         "labels": {"1": "mock lens", "0": "real negative"},
     }
@@ -483,15 +493,16 @@ def simulate_lenses(
         parameters=parameter_names(config),
     )
     batches = plan_batches(plan, batch_size=config.batch_size)
-    chash = config_hash(
-        {"config": attrs["config"], "plan": attrs["plan_hash"], "cutouts": _store_state(cutouts)}
-    )
+    chash = config_hash({"config": attrs["config"], "plan": attrs["plan_hash"]})
+    # a changed cutout store remakes every batch: any batch may hold any tile's cutouts
+    store = attrs["cutouts_units"]
     report = run_stage(
         client,
         write_batch,
         out,
         batches,
         chash=chash,
+        lineage={batch: {"cutouts": store} for batch in batches},
         stage=STAGE,
         progress=progress,
         cutouts=cutouts,
@@ -511,17 +522,6 @@ def simulate_lenses(
         plot=plot_path,
         units=report,
     )
-
-
-def _store_state(cutouts: Path) -> dict[str, list[Any]]:
-    """What the cutout store's tiles are: their markers' hashes and files (a changed tile
-    changes the training set's configuration hash, so its batches are remade)."""
-    from lensdask.units import complete_units
-
-    return {
-        tile: [marker.config_hash, marker.ids_hash, sorted(marker.files.items())]
-        for tile, marker in sorted(complete_units(cutouts).items())
-    }
 
 
 def run(

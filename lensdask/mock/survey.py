@@ -341,7 +341,13 @@ def image_header(tile: Tile, band: BandSpec, *, config: MockSurveyConfig):
 
 
 def write_tile(
-    tile: Tile, out: Path, *, unit: str, chash: str, config: MockSurveyConfig
+    tile: Tile,
+    out: Path,
+    *,
+    unit: str,
+    chash: str,
+    lineage: dict[str, str],
+    config: MockSurveyConfig,
 ) -> dict[str, Any]:
     """Make and commit one tile (unit ``unit`` = the tile's name): catalog Parquet, lens
     truth table, images, then the completion marker.
@@ -387,6 +393,7 @@ def write_tile(
             rows=catalog.num_rows,
             ids_hash=ids_hash(catalog["ID"]),
             config_hash=chash,
+            inputs=lineage,
             files=files,
             extra=counts,
         ),

@@ -49,13 +49,19 @@ HISTORY_FILE = "history.csv"
 def training_hash(config: TrainConfig, trainset_attrs: dict[str, Any]) -> str:
     """What a checkpoint must agree with to be resumed: the configuration less the patience
     (which only says when to stop) and, on the ``plateau`` schedule, less the number of
-    epochs (the ``cosine`` schedule decays over them), and the training set's plan."""
+    epochs (the ``cosine`` schedule decays over them), and the training set's plan and the
+    cutouts it was made from."""
     settings = dataclasses.asdict(config)
     if config.schedule == "plateau":
         settings.pop("epochs")
     settings.pop("patience")
     return config_hash(
-        {"train": settings, "plan": trainset_attrs["plan_hash"], "set": trainset_attrs["config"]}
+        {
+            "train": settings,
+            "plan": trainset_attrs["plan_hash"],
+            "set": trainset_attrs["config"],
+            "cutouts": trainset_attrs.get("cutouts_units"),
+        }
     )
 
 

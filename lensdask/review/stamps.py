@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from lensdask.formats.cutout_store import (
     read_band_rows,
     read_tile_attrs,
     read_tile_columns,
+    tile_markers,
 )
 from lensdask.formats.files import atomic_path
 from lensdask.runner import UnitCounts, UnitReport, run_stage, run_units
@@ -49,11 +49,11 @@ from lensdask.units import (
     Marker,
     clear_marker,
     commit_folder,
-    complete_units,
     config_hash,
     folder_files,
     ids_hash,
-    read_marker,
+    marker_digest,
+    planned_units,
     staging_path,
     write_marker,
 )
@@ -205,6 +205,7 @@ def stamp_tile(
     *,
     unit: str,
     chash: str,
+    lineage: dict[str, str],
     cutouts: Path,
     config: StampConfig,
 ) -> dict[str, int]:
@@ -246,6 +247,7 @@ def stamp_tile(
             rows=len(ids),
             ids_hash=ids_hash(ids),
             config_hash=chash,
+            inputs=lineage,
             files=files,
             extra={"stamps": len(ids), "grey": grey},
         ),
@@ -258,7 +260,7 @@ def read_stamp_index(stamps: str | Path) -> pd.DataFrame:
     stamps = Path(stamps)
     frames = [
         pd.read_parquet(stamps / tile / INDEX_FILE)
-        for tile in complete_units(stamps)
+        for tile in planned_units(stamps)
         if (stamps / tile / INDEX_FILE).exists()
     ]
     if not frames:
@@ -387,29 +389,17 @@ class StampReport(UnitCounts):
     """One unit per contact sheet."""
 
 
-def tile_config_hashes(
-    groups: Mapping[str, list[str]], cutouts: Path, config: StampConfig
-) -> dict[str, str]:
-    """Configuration hash of each tile's stamps: the stamp settings (not the sheet ones),
-    the cutout store and the tile's cutout marker, and the tile's candidates."""
-    settings = {
-        key: value
-        for key, value in dataclasses.asdict(config).items()
-        if not key.startswith("sheet_")
+def tile_lineage(groups: Mapping[str, list[str]], cutouts: Path) -> dict[str, dict[str, str]]:
+    """The inputs of each tile's stamps: the tile's unit of the cutout store (``missing``
+    where the store's last run has none) and the tile's candidates."""
+    markers = tile_markers(cutouts)
+    return {
+        tile: {
+            "cutouts": marker_digest(markers[tile]) if tile in markers else "missing",
+            "candidates": ids_hash(ids),
+        }
+        for tile, ids in groups.items()
     }
-    hashes = {}
-    for tile, ids in groups.items():
-        marker = read_marker(cutouts, tile)
-        source = [marker.config_hash, marker.ids_hash] if marker else None
-        hashes[tile] = config_hash(
-            {
-                "stamps": settings,
-                "cutouts": os.fspath(cutouts.resolve()),
-                "cutout_unit": source,
-                "candidates": ids_hash(ids),
-            }
-        )
-    return hashes
 
 
 def make_stamps(
@@ -475,7 +465,11 @@ def make_stamps(
         stamp_tile,
         out,
         groups,
-        chash=tile_config_hashes(groups, cutouts, config),
+        # the stamp settings, not the sheet ones, make the stamps
+        chash=config_hash(
+            {k: v for k, v in dataclasses.asdict(config).items() if not k.startswith("sheet_")}
+        ),
+        lineage=tile_lineage(groups, cutouts),
         stage=STAGE,
         progress=progress,
         cutouts=cutouts,

@@ -28,13 +28,15 @@ import pandas as pd
 
 from lensdask.config import CandidateConfig
 from lensdask.formats.candidates import write_candidates
+from lensdask.formats.cutout_store import tile_markers
 from lensdask.formats.files import write_json_atomic
 from lensdask.formats.parquet import read_rows
-from lensdask.formats.scores import read_score_file, score_files
+from lensdask.formats.scores import read_score_file, resolve_scores, score_files
 from lensdask.formats.targets import DESCRIPTION_COLUMNS
 from lensdask.runner import UnitReport, run_units
 from lensdask.score.thresholds import candidate_mask
 from lensdask.stages import StageIO, StageOutcome
+from lensdask.units import StaleOutputError, has_units, marker_digest, planned_units
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,37 @@ class CandidateReport:
     files: dict[str, Path] = field(default_factory=dict)
     """What was written: candidates, summary, plots, tables."""
     units: UnitReport | None = None
+    problems: list[str] = field(default_factory=list)
+    """Tiles of the cutouts that have no scores (a partial result)."""
+
+
+def check_lineage(scores: Path, cutouts: str | Path) -> list[str]:
+    """Check that one model's ``scores`` were made from the cutouts ``cutouts`` holds now.
+
+    Returns
+    -------
+    list of str
+        A line per tile of the cutouts that has no scores.
+
+    Raises
+    ------
+    StaleOutputError
+        Scores of some tiles were made from other cutouts (or of tiles no longer cut).
+    """
+    if not has_units(scores):
+        return []  # scores made by hand carry no lineage
+    cut = {tile: marker_digest(marker) for tile, marker in tile_markers(cutouts).items()}
+    scored = planned_units(scores)
+    stale = sorted(
+        tile for tile, marker in scored.items() if marker.inputs.get("cutouts") != cut.get(tile)
+    )
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise StaleOutputError(
+            f"{scores}: the scores of {len(stale)} tile(s) ({shown}) were made from other "
+            f"cutouts than {cutouts} holds now; run lensdask score again"
+        )
+    return [f"{tile}: not scored" for tile in sorted(set(cut) - set(scored))]
 
 
 def select_candidates(
@@ -82,6 +115,8 @@ def select_candidates(
     targets: str | Path | None = None,
     truth: str | Path | None = None,
     known: str | Path | None = None,
+    model_id: str | None = None,
+    cutouts: str | Path | None = None,
     progress: bool = True,
 ) -> CandidateReport:
     """Pick the candidates from the scores and measure what is known about them.
@@ -89,7 +124,8 @@ def select_candidates(
     Parameters
     ----------
     scores : path
-        The scores folder (``lensdask score``) or one score file.
+        The scores (``lensdask score``): one model's folder or file, or a folder of several
+        models' (see ``model_id``).
     out : path
         The candidates Parquet file; the summary, plots and tables go next to it, named
         after its stem.
@@ -106,6 +142,11 @@ def select_candidates(
     known : path, optional
         CSV or Parquet of known lenses (``ID``, or ``RAJ2000``/``DECJ2000`` in deg):
         report which were recovered.
+    model_id : str, optional
+        The model whose scores to take, where ``scores`` holds several models' scores.
+    cutouts : path, optional
+        The cutout store the scores must have been made from: scores of other cutouts are
+        refused, and tiles without scores are reported in ``problems``.
     progress : bool
         Show a progress bar over score files.
 
@@ -114,13 +155,21 @@ def select_candidates(
     CandidateReport
         Raises no error for a failed score file: it is in ``units.failures`` and the
         counts leave it out.
+
+    Raises
+    ------
+    lensdask.units.StaleOutputError
+        The scores were made from other cutouts than ``cutouts`` holds now, or their stage
+        did not finish.
     """
     from lensdask.score.figures import plot_p_cnn
 
     config = config or CandidateConfig()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = score_files(scores)
+    scores = resolve_scores(scores, model_id=model_id)
+    problems = check_lineage(scores, cutouts) if cutouts is not None else []
+    files = list(score_files(scores))
     units = run_units(
         client,
         scan_scores,
@@ -170,7 +219,8 @@ def select_candidates(
             100 * entry["fraction"],
         )
     stem = out.with_suffix("")
-    report = CandidateReport(out=out, summary=summary, units=units)
+    summary["missing_tiles"] = problems
+    report = CandidateReport(out=out, summary=summary, units=units, problems=problems)
     report.files["candidates"] = out
     report.files["p_cnn plot"] = plot_p_cnn(
         HIST_BINS, hist, dict(config.thresholds), Path(f"{stem}_p_cnn.png")
@@ -198,8 +248,12 @@ def select_candidates(
 def run(
     config: CandidateConfig, io: StageIO, *, client: Any, progress: bool = True
 ) -> StageOutcome:
-    """The ``candidates`` stage: :func:`select_candidates` from the ``scores``, with the
-    ``targets`` and the ``truth`` of injected lenses where they exist."""
+    """The ``candidates`` stage: :func:`select_candidates` from the ``scores`` of the
+    ``model`` (checked against the ``cutouts``), with the ``targets`` and the ``truth`` of
+    injected lenses, each where it exists."""
+    from lensdask.formats.model_dir import read_card
+
+    model = io.optional("model")
     report = select_candidates(
         io.need("scores"),
         io.out("candidates"),
@@ -208,10 +262,14 @@ def run(
         targets=io.optional("targets"),
         truth=io.optional("truth"),
         known=config.known,
+        model_id=read_card(model)["model_id"] if model is not None else None,
+        cutouts=io.optional("cutouts"),
         progress=progress,
     )
     summary = report.summary
-    outcome = StageOutcome(reports=[report.units], outputs=dict(report.files))
+    outcome = StageOutcome(
+        reports=[report.units], outputs=dict(report.files), problems=report.problems
+    )
     for sample, entry in summary["samples"].items():
         outcome.counts[f"{sample} candidates"] = (
             f"{entry['candidates']} of {entry['scored']} ({100 * entry['fraction']:.2f}%)"

@@ -26,16 +26,21 @@ from typing import Any
 import numpy as np
 
 from lensdask.config import ScoreConfig
-from lensdask.formats.cutout_store import open_band, read_store_attrs, read_tile_columns
+from lensdask.formats.cutout_store import (
+    open_band,
+    read_store_attrs,
+    read_tile_columns,
+    tile_markers,
+)
 from lensdask.formats.scores import commit_tile_scores
 from lensdask.runner import UnitCounts, UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
-    complete_units,
     config_hash,
     ids_hash,
+    marker_digest,
     read_marker,
     write_marker,
 )
@@ -67,6 +72,7 @@ def score_tile(
     *,
     unit: str,
     chash: str,
+    lineage: dict[str, str],
     cutouts: Path,
     model_dir: Path,
     model_id: str,
@@ -81,8 +87,8 @@ def score_tile(
         The hash of the tile's IDs in the cutout store's marker; the scores must match it.
     out : path
         The scores folder.
-    unit, chash
-        Tile name and configuration hash (see :func:`lensdask.runner.run_stage`).
+    unit, chash, lineage
+        Tile name, configuration hash and inputs (see :func:`lensdask.runner.run_stage`).
     cutouts : path
         The cutout store.
     model_dir : path
@@ -129,6 +135,7 @@ def score_tile(
             rows=int(ids.size),
             ids_hash=written,
             config_hash=chash,
+            inputs=lineage,
             files={rel: size},
             extra={"per_sample": per_sample, "model_id": model_id, "device": resident.device},
         ),
@@ -149,7 +156,7 @@ def check_scores(out: str | Path, cutouts: str | Path) -> list[str]:
         One line per tile that is missing or differs; empty when the scores are complete.
     """
     problems = []
-    for tile, cut in complete_units(Path(cutouts)).items():
+    for tile, cut in tile_markers(cutouts).items():
         scored = read_marker(Path(out), tile)
         if scored is None:
             problems.append(f"{tile}: not scored ({cut.rows} cutouts)")
@@ -221,7 +228,7 @@ def score_cutouts(
             f"{model_dir}: the model was trained on images normalised by "
             f"{card.get('normalisation')!r}; this lensdask applies {NORMALISATION!r}"
         )
-    markers = complete_units(cutouts)
+    markers = tile_markers(cutouts)
     if not markers:
         raise FileNotFoundError(f"{cutouts}: no complete tile of cutouts to score")
     root = read_store_attrs(cutouts)
@@ -237,24 +244,21 @@ def score_cutouts(
             f"holds {size}x{size}"
         )
     inputs = {tile: marker.ids_hash for tile, marker in markers.items()}
-    chash = {
-        tile: config_hash(
-            {
-                "model_id": model_id,
-                "band": band,
-                "cutouts": [marker.config_hash, marker.ids_hash],
-                "normalisation": card.get("normalisation"),
-            }
-        )
+    chash = config_hash(
+        {"model_id": model_id, "band": band, "normalisation": card.get("normalisation")}
+    )
+    # a tile is scored again when its cutouts changed
+    lineage = {
+        tile: {"cutouts": marker_digest(marker), "model": model_id}
         for tile, marker in markers.items()
     }
-    out.mkdir(parents=True, exist_ok=True)
     report = run_stage(
         client,
         score_tile,
         out,
         inputs,
         chash=chash,
+        lineage=lineage,
         stage=STAGE,
         progress=progress,
         # where tiles are left: every worker loads the model now, once (and workers that
@@ -294,11 +298,16 @@ def score_cutouts(
 
 
 def run(config: ScoreConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
-    """The ``score`` stage: :func:`score_cutouts` of the ``cutouts`` with the ``model``."""
+    """The ``score`` stage: :func:`score_cutouts` of the ``cutouts`` with the ``model``, into
+    the model's own folder of the ``scores`` (``<scores>/<model_id>``), so that the scores
+    of several models live side by side."""
+    from lensdask.formats.model_dir import read_card
+
+    cutouts, model = io.need("cutouts"), io.need("model")
     report = score_cutouts(
-        io.need("cutouts"),
-        io.need("model"),
-        io.out("scores"),
+        cutouts,
+        model,
+        io.out("scores") / read_card(model)["model_id"],
         config=config,
         client=client,
         progress=progress,
