@@ -370,24 +370,78 @@ QUIET_LOGGERS = {"distributed.sizeof": logging.ERROR}
 profiles are too deeply nested for ``sizeof``, which warns on every worker."""
 
 
+QUIET_MESSAGES = {
+    "distributed.shuffle._scheduler_plugin": (
+        "Shuffle %s initialized by task",
+        "Shuffle %s deactivated due to stimulus",
+    ),
+}
+"""Messages that distributed logs as warnings while all is well: the start and end of every
+shuffle (the scheduler's). Its other warnings (a shuffle restarted, a failed broadcast)
+stay."""
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records whose message (the format, before its arguments) starts with one
+    of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.prefixes))
+
+
 def quiet_worker_logs() -> None:
-    """Set :data:`QUIET_LOGGERS` in this process."""
+    """Set :data:`QUIET_LOGGERS` and :data:`QUIET_MESSAGES` in this process."""
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    for name, prefixes in QUIET_MESSAGES.items():
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in log.filters):
+            log.addFilter(_DropMessages(prefixes))
 
 
 class QuietLogs(WorkerPlugin):
-    """Worker plugin of :func:`connect`: :func:`quiet_worker_logs` on every worker."""
+    """Worker plugin of :func:`connect`: :func:`quiet_worker_logs` on every worker, and
+    TensorFlow's start-up lines kept to its log level
+    (:func:`lensdask.devices.quiet_tensorflow_start`)."""
 
     name = "lensdask-quiet-logs"
 
     def setup(self, worker: Any) -> None:
+        from lensdask.devices import quiet_tensorflow_start
+
         quiet_worker_logs()
+        quiet_tensorflow_start()
+
+
+class QuickExit(WorkerPlugin):
+    """Worker plugin of :func:`connect`: a worker process that closes skips the final
+    garbage collection of the objects it holds.
+
+    Python collects every object at exit; with TensorFlow loaded (training, scoring) that
+    takes seconds, longer than the nanny waits for the process to end (4 s) before it kills
+    it with a warning. Freezing the objects (:func:`gc.freeze`) leaves them to the operating
+    system, which frees the memory of the process as it ends. Only in a worker process a
+    nanny started, and only when the worker closes.
+    """
+
+    name = "lensdask-quick-exit"
+
+    def teardown(self, worker: Any) -> None:
+        import gc
+
+        from distributed.core import Status
+
+        if worker.status == Status.closing and getattr(worker, "nanny", None):
+            gc.freeze()
 
 
 def _quiet_distributed() -> None:
-    """Keep distributed's start-up chatter out of the log unless lensdask logs at DEBUG."""
-    if not logging.getLogger("lensdask").isEnabledFor(logging.DEBUG):
+    """Keep distributed's start-up chatter out of the log unless logging is at DEBUG."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("distributed").setLevel(logging.WARNING)
     quiet_worker_logs()
 
@@ -396,7 +450,7 @@ def _quiet_distributed() -> None:
 def connect(spec: ClusterSpec) -> Iterator[Any]:
     """Start (or join) the cluster of ``spec`` and yield a client; close both at the end.
 
-    The dashboard link is logged at INFO level; the command line prints it. A scheduler
+    The dashboard link is logged at DEBUG level; the command line prints it. A scheduler
     started here that other machines can reach without TLS gets a warning: whoever reaches
     it can run code as this user.
 
@@ -422,6 +476,7 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
         client = Client(cluster, security=security)
     try:
         client.register_plugin(QuietLogs())
+        client.register_plugin(QuickExit())
         address = client.scheduler.address
         if cluster is not None and security is None and not _is_loopback(address):
             logger.warning(
@@ -430,7 +485,7 @@ def connect(spec: ClusterSpec) -> Iterator[Any]:
                 address,
             )
         with _dashboard_link_on(spec.dashboard_address if cluster is not None else ""):
-            logger.info("Dask dashboard: %s", client.dashboard_link)
+            logger.debug("Dask dashboard: %s", client.dashboard_link)
             yield client
     finally:
         client.close()

@@ -68,6 +68,12 @@ class BandSpec:
         return cls(name=name, seeing=seeing, depth=depth)
 
 
+MOCK_LAYOUTS = ("simple", "kids-dr4")
+"""File layouts of the mock survey (``mock_survey.layout``; see ``lensdask/mock/layouts.py``)."""
+COMPRESSION_TYPES = ("RICE_1", "HCOMPRESS_1", "GZIP_1", "GZIP_2")
+"""Tile compressions of FITS images (``mock_survey.compress``), as fpack writes them."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class MockSurveyConfig:
     """A mock KiDS-like survey: catalog and, optionally, tile images."""
@@ -126,6 +132,19 @@ class MockSurveyConfig:
     lenses: MockLensConfig = field(default_factory=lambda: MockLensConfig())
     """Priors of the lenses painted into the images (as for the training set's mocks);
     their arcs are as bright as ``arc_peak_ratio`` times the lens galaxy's r-band peak."""
+    layout: str = "simple"
+    """File layout: ``simple`` (``catalog/<tile>.parquet``, ``images/<tile>_<band>.fits``) or
+    ``kids-dr4``, as ESO distributes KiDS DR4: ``images/KiDS_DR4.0_<ra>_<dec>_<band>_sci.fits``
+    with ``_wei`` weight and ``_msk`` flag maps beside it, and FITS catalogs
+    ``catalogs/KiDS_DR4.0_<ra>_<dec>_ugriZYJHKs_cat.fits`` (read them with ``lensdask
+    ingest``) instead of the Parquet catalog.
+
+    Both layouts hold the same sources and pixels; see ``lensdask/mock/layouts.py``."""
+    compress: str | None = None
+    """Tile-compress the images as fpack does (``.fits.fz``, the image in HDU 1):
+    ``RICE_1`` or ``HCOMPRESS_1`` (lossy: quantised to 1/16 of the noise), ``GZIP_1`` or
+    ``GZIP_2`` (lossless). Weight and flag maps are always compressed losslessly (``GZIP_2``).
+    Needs ``images``."""
 
     def __post_init__(self) -> None:
         if self.tiles < 1:
@@ -160,6 +179,20 @@ class MockSurveyConfig:
             raise ConfigError(f"mock_survey.pixel_scale: must be > 0, got {self.pixel_scale}")
         if self.image_pixels is not None and self.image_pixels < 1:
             raise ConfigError(f"mock_survey.image_pixels: must be >= 1, got {self.image_pixels}")
+        if self.layout not in MOCK_LAYOUTS:
+            raise ConfigError(
+                f"mock_survey.layout: one of {', '.join(MOCK_LAYOUTS)}, got {self.layout!r}"
+            )
+        if self.compress is not None:
+            if self.compress not in COMPRESSION_TYPES:
+                raise ConfigError(
+                    f"mock_survey.compress: one of {', '.join(COMPRESSION_TYPES)}, "
+                    f"got {self.compress!r}"
+                )
+            if not self.images:
+                raise ConfigError(
+                    "mock_survey.compress: compresses the tile images; set images: true"
+                )
         names = [band.name for band in self.bands]
         if "r" not in names:
             raise ConfigError("mock_survey.bands: the r band is required")
@@ -170,6 +203,10 @@ class MockSurveyConfig:
     def image_size(self) -> int:
         """Side of each tile image, pixels."""
         return self.image_pixels or round(self.tile_size * 3600 / self.pixel_scale)
+
+
+DUPLICATE_MODES = ("error", "keep-first")
+"""How the selection treats a target ID that occurs more than once (``select.duplicates``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,11 +223,24 @@ class SelectConfig:
     """Catalog columns kept in the targets table beyond those of the catalog contract."""
     column_map: Mapping[str, str] = field(default_factory=dict)
     """Canonical KiDS name -> this catalog's column name, for catalogs not ingested."""
+    duplicates: str = "error"
+    """What to do with a target ID that occurs more than once (within a catalog file or
+    across files): ``error`` fails the selection naming them (all listed in
+    ``<targets>/_duplicates.csv``); ``keep-first`` keeps the first occurrence in (file name,
+    row) order and drops the others."""
+    mask_bits: int = 0
+    """Drop sources whose catalog ``MASK`` has any of these bits (``MASK & mask_bits``);
+    0 (the default): no cut, as in Li et al. (2020), and ``MASK`` is not read. A null
+    ``MASK`` counts as unmasked."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "column_map", _str_mapping(self.column_map, where="select.column_map")
         )
+        if self.duplicates not in DUPLICATE_MODES:
+            raise ConfigError(
+                f"select.duplicates: one of {', '.join(DUPLICATE_MODES)}, got {self.duplicates!r}"
+            )
         if self.lrg_mag_max > self.bg_mag_max:
             raise ConfigError(
                 f"select.lrg_mag_max ({self.lrg_mag_max}) must not exceed "
@@ -198,6 +248,8 @@ class SelectConfig:
             )
         if not self.c_perp_max > 0:
             raise ConfigError(f"select.c_perp_max: must be > 0, got {self.c_perp_max}")
+        if self.mask_bits < 0:
+            raise ConfigError(f"select.mask_bits: must be >= 0, got {self.mask_bits}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,8 +300,9 @@ class CutoutConfig:
     """Side of a cutout, pixels (odd; 101 px = 20 arcsec at 0.2 arcsec/pixel)."""
     image_pattern: str = "{tile}_{band}.fits"
     """File name of a tile image inside the images folder."""
-    hdu: int = 0
-    """HDU of the image in each FITS file."""
+    hdu: int | None = None
+    """HDU of the image in each FITS file; None (the default): the first HDU with 2-D data
+    (HDU 1 of a tile-compressed ``.fz`` file, whose primary HDU is empty)."""
     chunk: int = 256
     """Cutouts per Zarr chunk inside the tile's shard: 256 writes fastest (measured against
     16 and 64, tests/benchmarks/README.md) and reads whole tiles as fast as 64."""
@@ -260,6 +313,19 @@ class CutoutConfig:
     """Zstandard level of the cutout arrays; 0 (the default): no compression, because
     sky-noise-dominated float32 cutouts shrink by only 8% (measured) at the cost of a third
     of the write speed and half of the read speed."""
+    flag_bits: int = 207
+    """Bits of a flag map (KiDS DR4 mask values) whose pixels count as bad in a cutout's
+    ``bad_fraction``. The default, 207 = 1 + 2 + 4 + 8 + 64 + 128, counts readout spikes
+    (1), saturation cores (2) and diffraction spikes (4), whose pixel values are wrong and
+    make line- and arc-like features; primary reflection halos (8), bright rings that mimic
+    arcs; bad pixels (64) and manually masked regions (128), which have no data. It leaves
+    out the secondary (16) and tertiary (32) halos: faint, extended and generous masks whose
+    pixels are only slightly biased, and which would remove a large share of clean stamps.
+    0: flag maps are not used."""
+    keep_maps: bool = False
+    """Also store each band's weight and flag stamps (``<band>_weight`` and ``<band>_flag``,
+    float32 like the cutouts, NaN outside the image; flag values are exact) where the image
+    has those maps."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", tuple(self.bands))
@@ -273,10 +339,14 @@ class CutoutConfig:
             raise ConfigError(
                 f"cutouts.image_pattern: needs {{tile}} and {{band}}, got {self.image_pattern!r}"
             )
+        if self.hdu is not None and self.hdu < 0:
+            raise ConfigError(f"cutouts.hdu: must be >= 0 or null, got {self.hdu}")
         if self.chunk < 1:
             raise ConfigError(f"cutouts.chunk: must be >= 1, got {self.chunk}")
         if not 0 <= self.compression_level <= 22:
             raise ConfigError(f"cutouts.compression_level: 0 to 22, got {self.compression_level}")
+        if self.flag_bits < 0:
+            raise ConfigError(f"cutouts.flag_bits: must be >= 0, got {self.flag_bits}")
 
 
 def _check_range(where: str, value: tuple[float, ...], *, lo: float, hi: float) -> None:
@@ -393,6 +463,10 @@ class SimulateConfig:
     """Examples per work unit (one task, one Zarr chunk)."""
     seed: int = 0
     """Run seed; batch ``k`` of a split draws from ``SeedSequence([seed, split, k])``."""
+    max_bad_fraction: float = 0.05
+    """Largest fraction of bad pixels (``bad_fraction`` of the cutout store in ``band``:
+    non-finite, zero-weight or flagged) of a cutout taken as a real negative or as the host
+    of a mock lens; cutouts above it (stars' halos, missing data) are left out and counted."""
     lenses: MockLensConfig = field(default_factory=MockLensConfig)
     """Priors of the mock lenses."""
 
@@ -425,6 +499,10 @@ class SimulateConfig:
             object.__setattr__(self, "psf_image", Path(self.psf_image))
         if self.batch_size < 1:
             raise ConfigError(f"simulate.batch_size: must be >= 1, got {self.batch_size}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(
+                f"simulate.max_bad_fraction: must be in [0, 1], got {self.max_bad_fraction}"
+            )
 
 
 SCHEDULES = ("cosine", "plateau")
@@ -499,6 +577,13 @@ class ScoreConfig:
     on the current one."""
     mixed_precision: bool | None = None
     """float16 compute: None (default) turns it on where a GPU is used."""
+    resample: bool = False
+    """Resample the stamps of tiles whose pixel scale (in the model's band) differs from
+    the model card's by more than 1% onto the model's scale and input size, conserving
+    flux (reproject, the ``resample`` extra). Off (default): such tiles are refused before
+    any is scored.
+
+    Tiles within 1% are never resampled."""
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -524,15 +609,21 @@ class CandidateConfig:
     """Per sample: a target is a candidate when its ``p_cnn`` is above this (Li et al.
     2020: 0.75 for LRGs, 0.98 for other bright galaxies)."""
     match_radius: float = 1.0
-    """arcsec: a known lens given by RA/Dec is the scored target nearest to it within this."""
+    """arcsec: a known lens matched by position (no ID, or an ID that names no target) is
+    the target nearest to it within this."""
+    masked_fraction: float = 0.5
+    """A known lens that is not recovered is reported ``on a masked stamp`` when its
+    target's stamp has no p_cnn or at least this fraction of non-finite (or bad) pixels."""
     theta_e_bins: tuple[float, ...] = THETA_E_BINS
     """arcsec: edges of the Einstein-radius bins of the completeness table."""
     arc_ratio_bins: tuple[float, ...] = ARC_RATIO_BINS
     """Edges of the arc-brightness bins (arc peak / lens galaxy peak) of the completeness
     table."""
     known: Path | None = None
-    """CSV or Parquet of known lenses or earlier candidates (``ID``, or ``RAJ2000`` and
-    ``DECJ2000`` in deg) whose recovery is reported."""
+    """Known lenses or earlier candidates whose recovery is reported, one per row: CSV,
+    ECSV, FITS, VOTable or Parquet, with the targets' ``ID`` and/or a position
+    (``RAJ2000``/``DEJ2000``, ``RA``/``DEC``, VizieR's ``_RAJ2000``/``_DEJ2000``, ... in
+    decimal degrees or sexagesimal, right ascension in hours)."""
 
     def __post_init__(self) -> None:
         thresholds = {**DEFAULT_THRESHOLDS, **dict(self.thresholds)}
@@ -547,6 +638,10 @@ class CandidateConfig:
         object.__setattr__(self, "thresholds", thresholds)
         if not self.match_radius > 0:
             raise ConfigError(f"candidates.match_radius: must be > 0, got {self.match_radius}")
+        if not 0 < self.masked_fraction <= 1:
+            raise ConfigError(
+                f"candidates.masked_fraction: must be in (0, 1], got {self.masked_fraction}"
+            )
         for name in ("theta_e_bins", "arc_ratio_bins"):
             edges = tuple(float(edge) for edge in getattr(self, name))
             if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
@@ -681,3 +776,141 @@ def _band(item: Any, *, where: str) -> BandSpec:
         base = dataclasses.asdict(BandSpec.kids(name)) if name in KIDS_BANDS else {}
         return from_mapping(BandSpec, {**base, **item}, where=where)
     raise ConfigError(f"{where}: a band is a name or a mapping, got {item!r}")
+
+
+IMAGE_PRESETS: Mapping[str, Mapping[str, Any]] = types.MappingProxyType(
+    {
+        "kids-dr4": types.MappingProxyType(
+            {
+                "template": "KiDS_DR4.0_{ra}_{dec}_{band}_sci.fits[.fz]",
+                "weight_template": "KiDS_DR4.0_{ra}_{dec}_{band}_wei.fits[.fz]",
+                "flag_template": "KiDS_DR4.0_{ra}_{dec}_{band}_msk.fits[.fz]",
+                "tile_template": "KIDS_{ra}_{dec}",
+                "band_map": {"u_SDSS": "u", "g_SDSS": "g", "r_SDSS": "r", "i_SDSS": "i"},
+            }
+        ),
+        "kids-dr4-headers": types.MappingProxyType(
+            {"band_map": {"u_SDSS": "u", "g_SDSS": "g", "r_SDSS": "r", "i_SDSS": "i"}}
+        ),
+    }
+)
+"""Named settings of the image index (``index_images.preset``): ``kids-dr4`` finds KiDS DR4
+coadds by their names (``KiDS_DR4.0_129.0_-0.5_r_sci.fits``, plain or ``.fz``, with the
+``_wei`` weight and ``_msk`` flag maps beside them) under the catalog's tile key
+``KIDS_129.0_-0.5``; ``kids-dr4-headers`` reads the headers of renamed files (ESO's
+``ADP.*.fits``), mapping OmegaCAM's ``FILTER`` values (``r_SDSS``) to bands."""
+
+_TEMPLATE_FIELD = re.compile(r"\{(\w+)(?::[^{}]+)?\}")
+
+
+def _template_fields(where: str, text: str) -> set[str]:
+    """The field names of a file-name template, checked for stray braces."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{where}: a file-name template, got {text!r}")
+    if any(char in _TEMPLATE_FIELD.sub("", text) for char in "{}"):
+        raise ConfigError(f"{where}: unbalanced brace in {text!r} (fields are {{name}})")
+    return set(_TEMPLATE_FIELD.findall(text))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageIndexConfig:
+    """The image index: which FITS file holds each tile's image of each band.
+
+    It is built one of three ways: from the file names, with ``template`` (or a
+    ``preset``); from a ``manifest`` table; or, with neither, from the headers of every
+    file of ``source`` (the band from ``band_keyword``, the tile from ``tile_keyword``).
+    In all three the rest (HDU, size, WCS footprint, compression, seeing) is read from
+    the headers, one task per batch of files.
+    """
+
+    source: str | None = None
+    """Folder of the images (templates are relative to it), or a glob of the files whose
+    headers are read (``images/ADP.*.fits``); default: the job's ``images:`` folder."""
+    preset: str | None = None
+    """Named settings of a survey: ``kids-dr4`` (templates of the KiDS DR4 coadds and their
+    ``_wei`` and ``_msk`` maps, tile key ``KIDS_<ra>_<dec>``) or ``kids-dr4-headers``
+    (OmegaCAM ``FILTER`` values for a scan of renamed files). Fields given beside it win."""
+    template: str | None = None
+    """File-name template of the images, relative to ``source``: ``{tile}_{band}.fits``,
+    ``KiDS_DR4.0_{ra}_{dec}_{band}_sci.fits[.fz]`` (``{name}``: a field; ``[text]``: text
+    that may be absent)."""
+    weight_template: str | None = None
+    """Template of an image's weight map, from the image's fields
+    (``KiDS_DR4.0_{ra}_{dec}_{band}_wei.fits[.fz]``); an image without one has none."""
+    flag_template: str | None = None
+    """Template of an image's flag (mask) map, from the image's fields."""
+    tile_template: str | None = None
+    """The catalog's tile key made from the image's fields (``KIDS_{ra}_{dec}``); default:
+    the ``{tile}`` field, else the tile keyword of the header."""
+    manifest: Path | None = None
+    """CSV or Parquet table of the images: columns ``path`` (relative to the table's
+    folder, or absolute) and ``band``; optional ``tile``, ``hdu``, ``weight_path``,
+    ``weight_hdu``, ``flag_path``, ``flag_hdu``."""
+    hdu: int | None = None
+    """HDU of the image in every file; default: the first HDU with 2-D data (1 in a
+    tile-compressed ``.fits.fz`` file)."""
+    weight_hdu: int | None = None
+    """HDU of the weight maps; default: their first HDU with 2-D data."""
+    flag_hdu: int | None = None
+    """HDU of the flag maps; default: their first HDU with 2-D data."""
+    band_keyword: str = "FILTER"
+    """Header keyword of the band, where the name or the manifest gives none."""
+    band_map: Mapping[str, str] = field(default_factory=dict)
+    """Header band value -> band (``r_SDSS: r``); values not listed are the band as they
+    are."""
+    tile_keyword: str = "OBJECT"
+    """Header keyword of the tile key, where the name or the manifest gives none (empty:
+    none); failing that, an image's tile is its own key, its file name without the FITS
+    suffixes."""
+    seeing_keywords: tuple[str, ...] = ("PSF_FWHM", "SEEING")
+    """Header keywords of the PSF FWHM in arcsec, the first present wins (none: no
+    seeing)."""
+    batch_size: int = 256
+    """Files whose headers one task reads."""
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            if self.preset not in IMAGE_PRESETS:
+                raise ConfigError(
+                    f"index_images.preset: one of {', '.join(IMAGE_PRESETS)}, got {self.preset!r}"
+                )
+            preset = IMAGE_PRESETS[self.preset]
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, value in preset.items():
+                if name == "band_map":
+                    object.__setattr__(self, name, {**value, **dict(self.band_map)})
+                elif getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
+        object.__setattr__(
+            self, "band_map", _str_mapping(self.band_map, where="index_images.band_map")
+        )
+        object.__setattr__(self, "seeing_keywords", tuple(self.seeing_keywords))
+        if self.manifest is not None:
+            object.__setattr__(self, "manifest", Path(self.manifest))
+            if self.template is not None:
+                raise ConfigError("index_images: give either a manifest or a template, not both")
+        if self.source is not None and not isinstance(self.source, str):
+            object.__setattr__(self, "source", str(self.source))
+        fields = set()
+        if self.template is not None:
+            fields = _template_fields("index_images.template", self.template)
+        for name in ("weight_template", "flag_template", "tile_template"):
+            text = getattr(self, name)
+            if text is None:
+                continue
+            if self.template is None:
+                raise ConfigError(f"index_images.{name}: needs index_images.template")
+            unknown = _template_fields(f"index_images.{name}", text) - fields
+            if unknown:
+                raise ConfigError(
+                    f"index_images.{name}: field(s) {', '.join(sorted(unknown))} are not in "
+                    f"the template {self.template!r}"
+                )
+        for name in ("hdu", "weight_hdu", "flag_hdu"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise ConfigError(f"index_images.{name}: must be >= 0 or null, got {value}")
+        if not self.band_keyword:
+            raise ConfigError("index_images.band_keyword: a FITS keyword is needed")
+        if self.batch_size < 1:
+            raise ConfigError(f"index_images.batch_size: must be >= 1, got {self.batch_size}")

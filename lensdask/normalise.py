@@ -1,9 +1,13 @@
 """The one image normalisation of the classifier: training set, training and scoring.
 
 As in the reference run, each stamp is scaled linearly onto [0, 255] by its own minimum and
-maximum. NaN pixels (outside the tile image) become 0 after scaling; a constant stamp
-becomes all zeros. The model card records :data:`NORMALISATION` so that scoring applies
-exactly the transform the model was trained with.
+maximum, taken over its finite pixels. Non-finite pixels (NaN outside the tile image, and
++-inf, treated like NaN) become 0 after scaling; a constant stamp becomes all zeros. A stamp
+without any finite pixel has no image to scale and would become all zeros too, which a
+network scores like any other image: callers keep such stamps out (scoring gives them no
+``p_cnn``; the training set takes only stamps with :func:`nonfinite_fraction` 0). The model
+card records :data:`NORMALISATION` so that scoring applies exactly the transform the model
+was trained with.
 """
 
 from __future__ import annotations
@@ -14,13 +18,30 @@ NORMALISATION = "minmax-255"
 """Name and version of the transform, as stored in training sets and model cards."""
 
 
+def nonfinite_fraction(images: np.ndarray) -> np.ndarray:
+    """Fraction of the pixels of each stamp that are NaN, +inf or -inf.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W)
+
+    Returns
+    -------
+    ndarray, shape (N,), float32
+        Counted exactly, then rounded to float32; 1 for a stamp without any finite pixel.
+    """
+    images = np.asarray(images)
+    return (~np.isfinite(images)).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+
+
 def normalise_stamps(images: np.ndarray) -> np.ndarray:
     """Scale each stamp linearly onto [0, 255] by its own minimum and maximum.
 
     Parameters
     ----------
     images : ndarray, shape (N, H, W)
-        Stamps in any linear unit (counts); NaN where there is no data.
+        Stamps in any linear unit (counts); NaN (or +-inf) where there is no data. Each
+        stamp should have a finite pixel (see the module's docstring).
 
     Returns
     -------

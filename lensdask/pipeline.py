@@ -113,4 +113,20 @@ def run_job(
             getattr(config, stage.section), config.io(stage), client=client, progress=progress
         )
         result.add(name, outcome)
+        if all_failed(outcome):
+            later = chosen_stages(config, stages)
+            later = later[later.index(name) + 1 :]
+            if later:
+                result.problems.append(
+                    f"{name}: every unit failed; not run: {', '.join(later)} (fix the "
+                    "failures above and run again)"
+                )
+            break
     return result
+
+
+def all_failed(outcome: table.StageOutcome) -> bool:
+    """Whether a stage's units all failed: nothing the next stages could use."""
+    failures = sum(len(report.failures) for report in outcome.reports)
+    done = sum(len(report.results) + len(report.skipped) for report in outcome.reports)
+    return failures > 0 and done == 0

@@ -3,11 +3,17 @@
 This is the one place where stages submit their units: one task per unit (never per
 galaxy), a progress bar over :func:`distributed.as_completed`, failures collected by unit
 name instead of stopping the job, and a failures table written next to the outputs.
+
+A unit that fails for a reason that another attempt cannot change (:func:`is_deterministic`:
+a missing, unreadable or damaged input, a bad value) fails at once; any other failure (a
+lost worker, a full disk, an unexpected error) is retried by Dask. Each failure is logged
+once, at DEBUG level with its traceback; the commands print one line per failed unit.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import traceback
 import uuid
@@ -20,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 FAILURES_FILE = "_failures.csv"
 EXIT_PARTIAL = 3
-"""Exit status of a command whose units partly failed while the rest completed."""
+"""Exit status of a command whose units failed (the rest, if any, completed)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,56 @@ class Failure:
     stage: str
     error: str
     attempts: int
+
+
+@dataclass(frozen=True)
+class UnitError:
+    """What a unit returns instead of raising when it failed for good (see
+    :func:`is_deterministic`): Dask does not retry it."""
+
+    error: str
+    """The exception, on one line (type and message)."""
+    traceback: str
+    """The full traceback, for the log."""
+
+
+def is_deterministic(exc: BaseException) -> bool:
+    """Whether another attempt of a unit that raised ``exc`` would fail the same way.
+
+    True for a missing or unreadable input (:class:`FileNotFoundError`,
+    :class:`PermissionError`, :class:`IsADirectoryError`, :class:`NotADirectoryError`), an
+    input whose content is wrong (an :class:`OSError` without an ``errno``, as readers raise
+    for a damaged or foreign file: lensdask's ``CatalogError``, pyarrow's and astropy's
+    read errors) and bad values (:class:`ValueError`, which lensdask's ``SchemaError``,
+    ``ModelError`` and ``ConfigError`` are, and :class:`KeyError`). False for what may
+    pass: an :class:`OSError` of the system (a full disk, a lost mount: it has an
+    ``errno``), lost connections and timeouts, memory, and any other exception.
+    """
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return False
+    if isinstance(
+        exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
+    ):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno is None
+    return isinstance(exc, ValueError | KeyError)
+
+
+def _attempt(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one unit; a deterministic failure comes back as a :class:`UnitError` instead of
+    an exception, so that Dask does not retry it (nor the worker log it)."""
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:
+        if not is_deterministic(exc):
+            raise
+        return UnitError(one_line(exc), traceback.format_exc())
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line."""
+    return " ".join("".join(traceback.format_exception_only(type(exc), exc)).split())
 
 
 @dataclass
@@ -107,7 +163,8 @@ def run_units(
     stage : str
         Stage name, for the task keys, the progress bar and the failures table.
     retries : int
-        How many times Dask retries a failing unit (a lost worker, a transient error).
+        How many times Dask retries a failing unit (a lost worker, a transient error);
+        a deterministic failure (:func:`is_deterministic`) is not retried.
     progress : bool
         Show a progress bar over units (on stderr).
     unit_args : sequence, optional
@@ -132,7 +189,7 @@ def run_units(
     # One map call, not a submit per unit: the scheduler gets a single graph update.
     run = uuid.uuid4().hex[:8]
     futures_list = client.map(
-        func,
+        functools.partial(_attempt, func),
         firsts,
         *([arg] * len(firsts) for arg in args),
         key=[(stage, unit, run) for unit in units],
@@ -144,15 +201,29 @@ def run_units(
     bar = tqdm(total=len(units), desc=stage, unit="unit", disable=not progress)
     try:
         # with_results: results are fetched concurrently, not one round trip per unit
-        for future, result in as_completed(futures, with_results=True, raise_errors=False):
+        # loop=: follow the futures on the injected client's loop, not on whichever client
+        # is current in this process (two clients in one process would share a connection)
+        tracked = as_completed(futures, loop=client.loop, with_results=True, raise_errors=False)
+        for future, result in tracked:
             unit = futures[future]
-            if future.status == "finished":
+            if future.status == "finished" and not isinstance(result, UnitError):
                 report.results[unit] = result
             else:
-                exc = future.exception()
-                tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                report.failures.append(Failure(unit, stage, tb, retries + 1))
-                logger.error("%s: unit %s failed: %s", stage, unit, tb)
+                if isinstance(result, UnitError):
+                    error, trace, attempts = result.error, result.traceback, 1
+                else:
+                    exc = future.exception()
+                    error, attempts = one_line(exc), retries + 1
+                    trace = "".join(traceback.format_exception(type(exc), exc, future.traceback()))
+                report.failures.append(Failure(unit, stage, error, attempts))
+                logger.debug(
+                    "%s: unit %s failed after %d attempt(s): %s\n%s",
+                    stage,
+                    unit,
+                    attempts,
+                    error,
+                    trace.rstrip(),
+                )
                 bar.set_postfix(failed=len(report.failures))
             future.release()
             bar.update(1)

@@ -33,6 +33,7 @@ ARTIFACTS: Mapping[str, str] = {
     "scores": "the scores",
     "candidates": "the candidates",
     "stamps": "the stamps",
+    "image_index": "the image index (lensdask index-images)",
 }
 """What each artifact the stages read and write is, for messages. An artifact is a file or
 folder a stage writes (a name among the stages' ``outputs``); a job file gives the path of
@@ -106,6 +107,11 @@ class Stage:
     """Configuration fields the stage command takes as positional arguments."""
     always: bool = False
     """Runs in every job, with the default configuration where the job has no section."""
+    check: str | None = None
+    """``"module:function"`` of its pre-flight check, ``check(config, io) -> list[str]``:
+    the problems of its inputs and configuration that would fail every unit (each naming
+    the file, column or parameter), found in seconds from footers and attributes before
+    any cluster starts. Inputs in ``io.made`` are not there yet and are not checked."""
 
     @property
     def section(self) -> str:
@@ -125,6 +131,10 @@ class Stage:
         """The plan function (imported now), or None."""
         return _resolve(self.plan) if self.plan else None
 
+    def check_function(self) -> Callable[..., list[str]] | None:
+        """The pre-flight check (imported now), or None."""
+        return _resolve(self.check) if self.check else None
+
 
 @dataclass(frozen=True)
 class StageIO:
@@ -132,6 +142,9 @@ class StageIO:
 
     stage: str
     paths: Mapping[str, Path | None]
+    made: frozenset[str] = frozenset()
+    """Inputs that an earlier stage of the same run makes: not there before the run starts
+    (pre-flight checks leave them out)."""
 
     def need(self, name: str) -> Path:
         """The path of input ``name``, which must exist."""
@@ -212,6 +225,7 @@ STAGES: tuple[Stage, ...] = (
         config=cfg.IngestConfig,
         run="lensdask.catalog.ingest:run",
         plan="lensdask.plan:plan_ingest",
+        check="lensdask.preflight:check_ingest",
         outputs={"catalog": "catalog"},
         arguments=("source",),
         doc="""Turn the per-tile FITS catalogs in SOURCE into the Parquet catalog layout.
@@ -221,10 +235,36 @@ STAGES: tuple[Stage, ...] = (
         file.""",
     ),
     Stage(
+        name="index-images",
+        config=cfg.ImageIndexConfig,
+        run="lensdask.images.index:run",
+        arguments=("source",),
+        inputs=(
+            Input(
+                artifact="images",
+                required=False,
+                help="In a job, the `images:` folder indexed when the section sets no source.",
+            ),
+        ),
+        outputs={"image_index": "images.parquet"},
+        doc="""Index the survey's images in SOURCE (a folder or a glob): one row per file
+        (tile, band, path, HDU, weight and flag maps, compression, size, pixel scale, WCS
+        footprint, seeing).
+
+        Images are found by a name template (--template, or --preset kids-dr4:
+        KiDS_DR4.0_{ra}_{dec}_{band}_sci.fits[.fz] with its _wei and _msk maps under the
+        catalog's tile key KIDS_{ra}_{dec}), by a manifest table (--manifest: path, band;
+        optional tile, hdu, weight_path, flag_path), or else by reading every FITS file's
+        headers (band from FILTER through the band map, tile from OBJECT, else the file's
+        own name), so renamed files (ESO's ADP.*.fits) are recognised. Headers only, one
+        task per batch of files; a rerun reads only the batches whose files changed.""",
+    ),
+    Stage(
         name="select",
         config=cfg.SelectConfig,
         run="lensdask.catalog.select:run",
         plan="lensdask.plan:plan_select",
+        check="lensdask.preflight:check_select",
         always=True,
         inputs=(Input(artifact="catalog", argument=True),),
         outputs={"targets": "targets.parquet"},
@@ -240,24 +280,38 @@ STAGES: tuple[Stage, ...] = (
         config=cfg.CutoutConfig,
         run="lensdask.cutouts.make:run",
         plan="lensdask.plan:plan_cutouts",
+        check="lensdask.preflight:check_cutouts",
         inputs=(
             Input(artifact="targets", argument=True),
-            Input(artifact="images", help="Folder of the tile images (<tile>_<band>.fits)."),
+            Input(
+                artifact="images",
+                required=False,
+                help="Folder of the tile images named by --image-pattern (without an image index).",
+            ),
+            Input(
+                artifact="image_index",
+                required=False,
+                help="The image index (lensdask index-images): each tile's images, HDUs and "
+                "compression, whatever their names.",
+            ),
         ),
         outputs={"cutouts": "cutouts.zarr"},
         doc="""Cut 101x101 stamps of the TARGETS (Parquet) from the tile images into a Zarr
         store.
 
-        One task per tile opens the tile's FITS images memory-mapped and slices all its
+        The images of each tile come from the image index (--image-index) or, without one,
+        from the images folder by --image-pattern. One task per tile opens its FITS images
+        (plain ones memory-mapped, tile-compressed ones read by section) and slices all its
         stamps; pixel values equal astropy's Cutout2D (mode partial, NaN outside the
         image). Each tile is committed whole with a completion marker; a rerun skips
-        complete tiles. Targets whose centre is off their tile are skipped and counted.""",
+        complete tiles. Targets whose centre is off their tile are skipped and named.""",
     ),
     Stage(
         name="simulate",
         config=cfg.SimulateConfig,
         run="lensdask.lensing.simulate:run",
         plan="lensdask.plan:plan_simulate",
+        check="lensdask.preflight:check_simulate",
         inputs=(
             Input(artifact="cutouts", argument=True),
             Input(
@@ -284,6 +338,7 @@ STAGES: tuple[Stage, ...] = (
         config=cfg.TrainConfig,
         run="lensdask.nn.train:run",
         plan="lensdask.plan:plan_train",
+        check="lensdask.preflight:check_train",
         inputs=(Input(artifact="trainset", argument=True),),
         outputs={"model": "model"},
         options=(
@@ -307,6 +362,7 @@ STAGES: tuple[Stage, ...] = (
         config=cfg.ScoreConfig,
         run="lensdask.score.scoring:run",
         plan="lensdask.plan:plan_score",
+        check="lensdask.preflight:check_score",
         inputs=(
             Input(artifact="cutouts", argument=True),
             Input(
@@ -329,6 +385,7 @@ STAGES: tuple[Stage, ...] = (
         config=cfg.CandidateConfig,
         run="lensdask.score.candidates:run",
         plan="lensdask.plan:plan_candidates",
+        check="lensdask.preflight:check_candidates",
         inputs=(
             Input(artifact="scores", argument=True),
             Input(
@@ -353,6 +410,12 @@ STAGES: tuple[Stage, ...] = (
                 required=False,
                 help="The cutout store: refuse scores made from other cutouts, and report "
                 "tiles not scored.",
+            ),
+            Input(
+                artifact="catalog",
+                required=False,
+                help="The catalog the targets were selected from: known lenses that are not "
+                "targets are reported as not selected.",
             ),
         ),
         outputs={"candidates": "candidates.parquet"},
@@ -384,6 +447,7 @@ STAGES: tuple[Stage, ...] = (
         config=cfg.StampConfig,
         run="lensdask.review.stamps:run",
         plan="lensdask.plan:plan_stamps",
+        check="lensdask.preflight:check_stamps",
         inputs=(
             Input(artifact="candidates", argument=True),
             Input(

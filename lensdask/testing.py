@@ -6,7 +6,7 @@ Parquet catalog files or KiDS-like FITS catalogs, and build a small mock survey 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,17 @@ def write_parquet_catalog(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def damage_parquet_pages(path: str | Path) -> Path:
+    """Overwrite the data pages of a Parquet file and keep its footer: the file's schema
+    and row counts read, its rows do not (a pre-flight check passes, the unit fails)."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little")
+    data[4 : len(data) - 8 - footer] = b"\x55" * (len(data) - 12 - footer)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def write_fits_catalog(
     frame: pd.DataFrame,
     path: str | Path,
@@ -183,7 +194,9 @@ def write_cutout_store(
     bands: tuple[str, ...] = ("r",),
     pixel_scale: float = 0.2,
     edge: int = 0,
+    blank: Sequence[tuple[float, str]] = (),
     seed: int = 0,
+    bad: int = 0,
 ) -> Path:
     """A small cutout store of synthetic galaxies, written with the store's own writers.
 
@@ -204,8 +217,15 @@ def write_cutout_store(
     edge : int
         In each tile, this many extra cutouts (sample ``LRG``) that cross the image border:
         NaN in their left half and flagged ``edge``.
+    blank : sequence of (float, str)
+        In each tile, after those, a cutout per item without any finite pixel: every pixel
+        of every band is the value (NaN, +inf or -inf), of the sample given.
     seed : int
         Seed of the pixel noise and galaxy shapes.
+    bad : int
+        In each tile, the first ``bad`` cutouts get a ``bad_fraction`` of 0.5 in every band
+        (as if half their pixels had zero weight; the pixels stay finite). Every other
+        cutout's ``bad_fraction`` is its ``nonfinite_fraction``.
 
     Returns
     -------
@@ -213,6 +233,7 @@ def write_cutout_store(
         ``path``.
     """
     from lensdask.formats.cutout_store import open_root, write_tile_group
+    from lensdask.normalise import nonfinite_fraction
     from lensdask.units import (
         MANIFEST_FILE,
         Manifest,
@@ -235,16 +256,20 @@ def write_cutout_store(
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     for tile, samples in counts.items():
         sample = [name for name, n in samples.items() for _ in range(n)] + ["LRG"] * edge
+        sample += [kind for _, kind in blank]
         n = len(sample)
+        first_blank = n - len(blank)
         peak = rng.uniform(50, 500, n)[:, None, None]
         width = rng.uniform(1, 3, n)[:, None, None]
         galaxy = peak * np.exp(-(xx**2 + yy**2) / (2 * width**2))
         images = {}
         for band in bands:
             image = (galaxy + rng.standard_normal((n, size, size))).astype(np.float32)
-            image[n - edge :, :, : size // 2] = np.nan
+            image[first_blank - edge : first_blank, :, : size // 2] = np.nan
+            for k, (value, _) in enumerate(blank):
+                image[first_blank + k] = value
             images[band] = image
-        is_edge = np.arange(n) >= n - edge
+        is_edge = (np.arange(n) >= first_blank - edge) & (np.arange(n) < first_blank)
         ids = np.array([f"KiDS J{tile} {k:05d}" for k in range(n)])
         columns = {
             "ID": ids,
@@ -254,10 +279,12 @@ def write_cutout_store(
             "x": rng.uniform(0, 1000, n),
             "y": rng.uniform(0, 1000, n),
             "edge": is_edge,
-            "nan_fraction": np.repeat(
-                np.where(is_edge, (size // 2) / size, 0.0)[:, None], len(bands), axis=1
-            ).astype(np.float32),
+            "nonfinite_fraction": np.stack(
+                [nonfinite_fraction(images[band]) for band in bands], axis=1
+            ),
         }
+        columns["bad_fraction"] = columns["nonfinite_fraction"].copy()
+        columns["bad_fraction"][:bad] = np.maximum(columns["bad_fraction"][:bad], 0.5)
         attrs = {
             "tile": tile,
             "bands": list(bands),

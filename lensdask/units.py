@@ -281,9 +281,11 @@ def clear_manifest(root: Path) -> None:
 
 
 def has_units(root: Path) -> bool:
-    """Whether ``root`` is the output of a lensdask stage (it has completion markers or a
-    manifest), as opposed to files a user made."""
-    return (Path(root) / MARKER_DIR).is_dir() or (Path(root) / MANIFEST_FILE).exists()
+    """Whether ``root`` is the output of a lensdask stage (it has completion markers, a
+    manifest, or the staging folder where its units write first: a stage stopped before
+    its first unit completed), as opposed to files a user made."""
+    root = Path(root)
+    return any((root / name).exists() for name in (MARKER_DIR, MANIFEST_FILE, STAGING_DIR))
 
 
 def read_manifest(root: Path) -> Manifest:

@@ -72,12 +72,14 @@ def test_unknown_cluster_kind_is_refused(tmp_path):
 def test_failed_tiles_give_the_partial_exit_code(tmp_path, address):
     catalog = tmp_path / "catalog"
     catalog.mkdir()
-    from lensdask.testing import catalog_frame, write_parquet_catalog
+    from lensdask.testing import catalog_frame, damage_parquet_pages, write_parquet_catalog
 
     write_parquet_catalog(catalog_frame(200, seed=1), catalog / "KIDS_1.0_0.5.parquet")
-    (catalog / "KIDS_2.0_0.5.parquet").write_bytes(b"PAR1 not really parquet")
+    write_parquet_catalog(catalog_frame(200, seed=2), catalog / "KIDS_2.0_0.5.parquet")
+    damage_parquet_pages(catalog / "KIDS_2.0_0.5.parquet")
     result = invoke("select", str(catalog), "--out", str(tmp_path / "t"), "--cluster", address)
     assert result.exit_code == EXIT_PARTIAL
     assert "FAILED select KIDS_2.0_0.5" in result.output
     assert str(catalog / "KIDS_2.0_0.5.parquet") in result.output
+    assert "1 unit(s) failed; the others completed" in result.output
     assert Path(tmp_path / "t" / "KIDS_1.0_0.5.parquet").exists()

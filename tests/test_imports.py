@@ -35,7 +35,7 @@ def test_missing_extra_names_the_extra():
 # --- the module import graph -----------------------------------------------------------------
 
 PACKAGE = Path(lensdask.__file__).parent
-STAGES = ("catalog", "cutouts", "lensing", "nn", "score", "review", "mock")
+STAGES = ("catalog", "cutouts", "images", "lensing", "nn", "score", "review", "mock")
 """Stage subpackages: each reads and writes its data through lensdask.formats, never through
 another stage (lensdask.pipeline, lensdask.plan and lensdask.cli, the orchestration, may
 import every stage)."""
@@ -48,6 +48,7 @@ ALLOWED = {
     ("lensdask.mock.survey", "lensdask.lensing.psf"): "the survey's PSF is the arcs' Moffat",
     ("lensdask.mock.render", "lensdask.lensing.psf"): "galaxies use its sub-pixel sampling",
     ("lensdask.score.resident", "lensdask.nn.model"): "rebuilds the network in mixed precision",
+    ("lensdask.cutouts.make", "lensdask.images.match"): "places targets without a tile on images",
     ("lensdask.score.resident", "lensdask.nn.evaluate"): "predicts in fixed-size batches",
 }
 """Edges between stages onto pure kernel modules, each with why."""

@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lensdask.normalise import NORMALISATION, normalise_stamps
+from lensdask.normalise import NORMALISATION, nonfinite_fraction, normalise_stamps
 
 FLOAT32_STEP = 255 * 4 * np.finfo(np.float32).eps
 """A few float32 rounding steps at the top of [0, 255]: the float32 arithmetic's error."""
@@ -162,3 +162,37 @@ def test_finite_batches_give_the_same_bits_as_batches_with_holes(images):
     # path: the stamps they share must come out bit for bit the same
     holed = np.concatenate([images, np.full((1, *images.shape[1:]), np.nan)])
     np.testing.assert_array_equal(normalise_stamps(images), normalise_stamps(holed)[:-1])
+
+
+def test_inf_pixels_are_treated_like_nan():
+    """+-inf pixels in an otherwise fine stamp neither set the stamp's minimum or maximum
+    nor get a value: the stamp is scaled exactly as with NaN in their place."""
+    rng = np.random.default_rng(4)
+    images = rng.normal(100, 10, (3, 21, 21)).astype(np.float32)
+    with_inf = images.copy()
+    with_inf[0, 3, 4], with_inf[0, 10, 10], with_inf[1, 0, 0] = np.inf, -np.inf, np.inf
+    with_nan = np.where(np.isfinite(with_inf), with_inf, np.nan)
+    scaled = normalise_stamps(with_inf)
+    np.testing.assert_array_equal(scaled, normalise_stamps(with_nan))
+    assert scaled[0, 3, 4] == scaled[0, 10, 10] == scaled[1, 0, 0] == 0
+    assert scaled[0].max() == 255 and scaled[0][np.isfinite(with_inf[0])].min() == 0
+    np.testing.assert_array_equal(scaled[2], normalise_stamps(images[2:])[0])
+
+
+def test_nonfinite_fraction_counts_nan_and_both_infinities():
+    images = np.zeros((4, 10, 10), dtype=np.float32)
+    images[0, 0, :3] = np.nan
+    images[0, 5, 5] = np.inf
+    images[0, 9, 9] = -np.inf
+    images[1] = np.inf
+    images[2] = np.nan
+    fraction = nonfinite_fraction(images)
+    assert fraction.dtype == np.float32
+    np.testing.assert_array_equal(fraction, np.float32([5 / 100, 1.0, 1.0, 0.0]))
+
+
+def test_a_stamp_without_finite_pixels_becomes_zeros():
+    """What a caller would get: an image of zeros, which a network scores like any other;
+    scoring therefore never passes such a stamp (tests/score/test_nonfinite.py)."""
+    images = np.stack([np.full((5, 5), v, np.float32) for v in (np.inf, -np.inf, np.nan)])
+    np.testing.assert_array_equal(normalise_stamps(images), 0)

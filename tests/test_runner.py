@@ -55,7 +55,7 @@ def test_tasks_are_one_per_unit_and_named_after_them(client):
     assert prefixes == ["named"]
 
 
-def commit_square(value: int, out, *, unit: str, chash: str) -> int:
+def commit_square(value: int, out, *, unit: str, chash: str, lineage: dict) -> int:
     """A unit of run_stage: writes its marker, so a rerun finds it complete."""
     from lensdask.units import Marker, write_marker
 
@@ -85,3 +85,54 @@ def test_run_stage_prepares_only_when_units_are_left(client, tmp_path):
     again = run()
     assert sorted(again.skipped) == ["u1", "u2"] and again.results == {}
     assert calls == ["prepare"]  # nothing left to run: not prepared again
+
+
+def fail_counting(value: int, attempts, *, error: str) -> int:
+    """A unit that notes each attempt in the file ``attempts`` and fails."""
+    import errno
+
+    with open(attempts, "a") as handle:
+        handle.write(f"{value}\n")
+    if error == "missing":
+        raise FileNotFoundError(f"/data/tile_{value}_r.fits: tile image missing")
+    if error == "corrupt":
+        raise OSError(f"/data/tile_{value}_r.fits: cannot read FITS image: truncated")
+    raise OSError(errno.EIO, "Input/output error", f"/data/tile_{value}_r.fits")
+
+
+def test_deterministic_errors_are_attempted_once_and_transient_ones_retried(client, tmp_path):
+    from lensdask.runner import is_deterministic
+
+    counts = {}
+    for error in ("missing", "corrupt", "transient"):
+        attempts = tmp_path / f"{error}.txt"
+        report = run_units(
+            client,
+            fail_counting,
+            ["t1"],
+            attempts,
+            stage="demo",
+            unit_args=[1],
+            retries=1,
+            progress=False,
+            error=error,
+        )
+        (failure,) = report.failures
+        counts[error] = (len(attempts.read_text().splitlines()), failure.attempts)
+        assert "/data/tile_1_r.fits" in failure.error and "\n" not in failure.error
+    assert counts == {"missing": (1, 1), "corrupt": (1, 1), "transient": (2, 2)}
+    assert is_deterministic(ValueError("bad value")) and is_deterministic(KeyError("r"))
+    assert not is_deterministic(ConnectionResetError()) and not is_deterministic(MemoryError())
+
+
+def test_a_failure_is_logged_once_with_its_traceback(client, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="lensdask"):
+        report = run_units(
+            client, square_or_fail, ["u3"], 0, stage="demo", unit_args=[3], progress=False
+        )
+    assert [f.attempts for f in report.failures] == [1]
+    records = [r for r in caplog.records if "u3" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.DEBUG
+    assert "Traceback" in records[0].getMessage() and "square_or_fail" in records[0].getMessage()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow as pa
 import pytest
 
@@ -12,6 +14,7 @@ from lensdask.units import (
     complete_units,
     config_hash,
     file_identity,
+    file_sha256,
     ids_hash,
     is_complete,
     read_marker,
@@ -28,6 +31,7 @@ def make_unit(root, unit="T1", chash="abc"):
         ids_hash=ids_hash(table["ID"]),
         config_hash=chash,
         files={f"{unit}.parquet": size},
+        checksums={f"{unit}.parquet": file_sha256(root / f"{unit}.parquet")},
     )
     write_marker(root, marker)
     return marker
@@ -48,6 +52,25 @@ def test_a_changed_or_missing_file_makes_the_unit_incomplete(tmp_path):
     assert not is_complete(tmp_path, "T1", config_hash="abc")
     (tmp_path / "T1.parquet").unlink()
     assert not is_complete(tmp_path, "T1", config_hash="abc")
+
+
+def test_a_same_size_change_of_a_small_file_makes_the_unit_incomplete(tmp_path):
+    make_unit(tmp_path)
+    data = bytearray((tmp_path / "T1.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "T1.parquet").write_bytes(bytes(data))
+    assert not is_complete(tmp_path, "T1", config_hash="abc")
+
+
+def test_write_marker_records_the_sha256_of_small_files(tmp_path):
+    table = pa.table({"ID": ["a"]})
+    size = commit_parquet(table, tmp_path, "U.parquet")
+    marker = Marker(
+        unit="U", rows=1, ids_hash=ids_hash(table["ID"]), config_hash="c", files={"U.parquet": size}
+    )
+    write_marker(tmp_path, marker)
+    expected = hashlib.sha256((tmp_path / "U.parquet").read_bytes()).hexdigest()
+    assert read_marker(tmp_path, "U").checksums == {"U.parquet": expected}
 
 
 def test_damaged_marker_is_ignored(tmp_path):

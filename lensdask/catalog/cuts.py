@@ -8,8 +8,10 @@ BG: ``SG2DPHOT == 0`` and ``MAG_AUTO <= 21``. LRG (a subset of BG), from the GAa
     MAG_AUTO < 14 + c_par / 0.3,   |c_perp| < 0.2,   MAG_AUTO <= 20
 
 A source with a NaN colour is never an LRG (every comparison with NaN is false) but can be
-a BG. Comparisons are made in float64 on the catalog's values, so a boundary value stored
-in the catalog (``MAG_AUTO == 21.0``) is treated exactly as the inequality says.
+a BG. With ``SelectConfig.mask_bits`` nonzero, a source whose catalog ``MASK`` has any of
+those bits is neither (Li et al. 2020 did not cut on the mask: off by default).
+Comparisons are made in float64 on the catalog's values, so a boundary value stored in the
+catalog (``MAG_AUTO == 21.0``) is treated exactly as the inequality says.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def target_masks(
     r_i: np.ndarray,
     *,
     config: SelectConfig,
+    mask: np.ndarray | None = None,
 ) -> CutMasks:
     """BG, LRG and NaN-colour masks from the four columns the cuts read.
 
@@ -85,9 +88,16 @@ def target_masks(
         GAaP colours; NaN where unmeasured.
     config : SelectConfig
         The cut values.
+    mask : ndarray of int, optional
+        The catalog's ``MASK`` (null as 0); needed when ``config.mask_bits`` is nonzero,
+        which drops the sources with ``MASK & mask_bits``.
     """
     mag = np.asarray(mag, dtype=np.float64)
     bg = (np.asarray(sg2dphot) == 0) & (mag <= config.bg_mag_max)
+    if config.mask_bits:
+        if mask is None:
+            raise ValueError("select.mask_bits is set: the MASK column is needed")
+        bg &= (np.asarray(mask).astype(np.int64) & config.mask_bits) == 0
     # the colour cuts only for the BGs (~3% of a catalog)
     rows = np.flatnonzero(bg)
     g_r = np.asarray(g_r)[rows].astype(np.float64)
@@ -107,7 +117,8 @@ def classify_targets(frame: pd.DataFrame, *, config: SelectConfig | None = None)
     Parameters
     ----------
     frame : pandas.DataFrame
-        Catalog rows with at least ``SG2DPHOT``, ``MAG_AUTO`` and the two GAaP colours.
+        Catalog rows with at least ``SG2DPHOT``, ``MAG_AUTO`` and the two GAaP colours (and
+        ``MASK`` where ``config.mask_bits`` is nonzero).
     config : SelectConfig, optional
         The cut values (default: those of Li et al. 2020).
 
@@ -117,12 +128,14 @@ def classify_targets(frame: pd.DataFrame, *, config: SelectConfig | None = None)
         The BG rows, in their original order, with a ``sample`` column (LRGs listed once,
         as ``LRG``).
     """
+    config = config or SelectConfig()
     masks = target_masks(
         frame["SG2DPHOT"].to_numpy(dtype=np.int64, na_value=-1),
         frame["MAG_AUTO"].to_numpy(dtype=np.float64, na_value=np.nan),
         frame["COLOUR_GAAP_g_r"].to_numpy(dtype=np.float64, na_value=np.nan),
         frame["COLOUR_GAAP_r_i"].to_numpy(dtype=np.float64, na_value=np.nan),
-        config=config or SelectConfig(),
+        config=config,
+        mask=frame["MASK"].to_numpy(dtype=np.int64, na_value=0) if config.mask_bits else None,
     )
     targets = frame.loc[masks.bg].copy()
     targets["sample"] = np.where(masks.lrg[masks.bg], "LRG", "BG")

@@ -6,6 +6,10 @@ Each task reads only the columns it needs, with the ``SG2DPHOT == 0`` and
 ``OUT`` (``targets.parquet``) is then a Parquet dataset that pandas, Dask, DuckDB and
 Arrow read as one table. :func:`targets_frame` gives the same selection as a lazy Dask
 dataframe, one partition per catalog file, for interactive work.
+
+Once the units are made, target IDs that occur more than once (within a file or across
+files) are found by a distributed check and refused, or resolved as ``select.duplicates``
+says (:mod:`lensdask.catalog.duplicates`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,13 @@ from typing import Any
 import numpy as np
 
 from lensdask.catalog.cuts import target_masks
+from lensdask.catalog.duplicates import (
+    DUPLICATES_FILE,
+    DuplicateIDError,
+    check_target_ids,
+    dropped_rows,
+    units_to_redo,
+)
 from lensdask.catalog.schema import (
     CATALOG_COLUMNS,
     SAMPLES,
@@ -28,16 +39,25 @@ from lensdask.catalog.schema import (
 )
 from lensdask.config import SelectConfig
 from lensdask.formats.files import write_json_atomic, write_text_atomic
-from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_files, dataset_parts
+from lensdask.formats.parquet import (
+    CatalogError,
+    commit_parquet,
+    dataset_files,
+    dataset_parts,
+    open_file,
+)
 from lensdask.runner import UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
+    clear_manifest,
     clear_marker,
     config_hash,
     has_units,
     ids_hash,
+    lineage_hash,
     planned_units,
+    read_marker,
     write_marker,
 )
 
@@ -57,8 +77,12 @@ def output_columns(config: SelectConfig) -> list[str]:
 
 
 def file_columns(config: SelectConfig) -> dict[str, str]:
-    """Canonical name -> name in the catalog files, for every column the selection reads."""
-    return {name: config.column_map.get(name, name) for name in output_columns(config)}
+    """Canonical name -> name in the catalog files, for every column the selection reads
+    (``MASK`` only where ``config.mask_bits`` asks for the mask cut)."""
+    names = output_columns(config)
+    if config.mask_bits and "MASK" not in names:
+        names.append("MASK")
+    return {name: config.column_map.get(name, name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -93,9 +117,7 @@ def open_catalog(path: Path, *, columns: list[str]):
 
     try:
         metadata = pq.read_metadata(path)
-        parquet = pq.ParquetFile(
-            path, metadata=metadata, read_dictionary=_dictionary_strings(metadata)
-        )
+        parquet = open_file(path, metadata=metadata, read_dictionary=_dictionary_strings(metadata))
     except (OSError, pa.ArrowException) as err:
         raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
     check_columns(parquet.schema_arrow.names, columns, source=str(path))
@@ -136,8 +158,13 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig) -> TileTargets:
     except (OSError, pa.ArrowException) as err:
         raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
     table = table.rename_columns(list(names))
-    masks = target_masks(*(_numpy(table[name]) for name in SELECTION_COLUMNS), config=config)
+    mask = table["MASK"].fill_null(0).to_numpy() if config.mask_bits else None
+    masks = target_masks(
+        *(_numpy(table[name]) for name in SELECTION_COLUMNS), config=config, mask=mask
+    )
     table = table.filter(pa.array(masks.bg))
+    if "MASK" in names and "MASK" not in output_columns(config):  # read for the cut only
+        table = table.drop_columns(["MASK"])
     lrg = masks.lrg[masks.bg]
     sample = pa.DictionaryArray.from_arrays(
         pa.array(np.where(lrg, 0, 1).astype(np.int32)), pa.array(SAMPLES)
@@ -280,6 +307,8 @@ class SelectReport:
     out: Path
     per_tile: dict[str, dict[str, int]]
     units: UnitReport
+    dropped: int = 0
+    """Rows dropped as repeated IDs (``duplicates: keep-first``), over all the units."""
 
     def total(self, key: str) -> int:
         """Sum of one count (``sources``, ``rows``, ``LRG``, ``BG``, ``nan_colour``) over
@@ -326,26 +355,52 @@ def select_targets(
     if out.exists() and not has_units(out) and any(out.iterdir()):
         raise CatalogError(f"{out} exists and is not a targets dataset: refusing to write there")
     out.mkdir(parents=True, exist_ok=True)
-    open_catalog(files[0], columns=list(file_columns(config).values()))  # fail fast
+    chash = units_hash(config)
+    # a file's targets are selected again when the file changed
+    lineage = {unit: {"catalog": parts[path]} for unit, path in zip(units, files, strict=True)}
+    planned = {unit: lineage_hash(chash, lineage[unit]) for unit in units}
+    redo = units_to_redo(
+        {unit: read_marker(out, unit) for unit in units}, planned, mode=config.duplicates
+    )
+    if redo:  # units that dropped repeated rows, made again from their catalog file
+        clear_manifest(out)
+        for unit in redo:
+            clear_marker(out, unit)
     report = run_stage(
         client,
         select_tile,
         out,
         dict(zip(units, files, strict=True)),
-        chash=config_hash(config),
-        # a file's targets are selected again when the file changed
-        lineage={unit: {"catalog": parts[path]} for unit, path in zip(units, files, strict=True)},
+        chash=chash,
+        lineage=lineage,
         stage=STAGE,
         progress=progress,
         config=config,
     )
+    ids = check_target_ids(
+        out, mode=config.duplicates, stage=STAGE, client=client, progress=progress
+    )
+    if ids.failures:
+        report.failures.extend(ids.failures)
+        report.failures.sort(key=lambda failure: failure.unit)
+        report.write_failures(out)
     markers = planned_units(out)
     per_tile = {
         unit: {key: int(marker.extra[key]) for key in COUNTS} for unit, marker in markers.items()
     }
-    result = SelectReport(out=out, per_tile=per_tile, units=report)
+    result = SelectReport(out=out, per_tile=per_tile, units=report, dropped=dropped_rows(markers))
     _write_summary(result, catalog=Path(catalog), config=config, n_files=len(files))
     return result
+
+
+def units_hash(config: SelectConfig) -> str:
+    """The configuration hash of the selection's units: every field but ``duplicates``,
+    which decides what happens after the units are made, not what they hold (units that
+    dropped rows are made again where the mode changes, see
+    :func:`lensdask.catalog.duplicates.units_to_redo`)."""
+    import dataclasses
+
+    return config_hash({k: v for k, v in dataclasses.asdict(config).items() if k != "duplicates"})
 
 
 def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig, n_files: int):
@@ -366,6 +421,8 @@ def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig,
         "bg_fraction_of_sources": bg_fraction,
         "lrg_fraction_of_bgs": lrg_per_bg,
         "bg_with_nan_colour": totals["nan_colour"],
+        "duplicates": config.duplicates,
+        "duplicate_rows_dropped": report.dropped,
         "config": {
             k: (dict(v) if k == "column_map" else v) for k, v in dataclasses.asdict(config).items()
         },
@@ -380,7 +437,8 @@ def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig,
         logger.info("select: %s: %d LRG, %d BG", unit, c["LRG"], c["BG"])
     logger.info(
         "select: %d targets (%d LRG, %d BG) of %d sources from %d/%d files: %.2f%% of "
-        "sources are BGs, %.2f%% of BGs are LRGs; %d BGs have NaN colours and are not LRGs",
+        "sources are BGs, %.2f%% of BGs are LRGs; %d BGs have NaN colours and are not LRGs; "
+        "%d rows dropped as repeated IDs",
         totals["rows"],
         totals["LRG"],
         totals["BG"],
@@ -390,12 +448,15 @@ def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig,
         100 * bg_fraction,
         100 * lrg_per_bg,
         totals["nan_colour"],
+        report.dropped,
     )
 
 
 __all__ = [
+    "DUPLICATES_FILE",
     "SAMPLES",
     "CatalogError",
+    "DuplicateIDError",
     "SchemaError",
     "SelectReport",
     "read_tile_targets",
@@ -410,9 +471,17 @@ def run(config: SelectConfig, io: StageIO, *, client: Any, progress: bool = True
         io.need("catalog"), io.out("targets"), config=config, client=client, progress=progress
     )
     rows, lrg, bg = report.total("rows"), report.total("LRG"), report.total("BG")
+    counts = {"targets selected": rows, "LRG": lrg, "BG (not LRG)": bg}
+    dropped = ""
+    if report.dropped:
+        counts["repeated IDs dropped"] = report.dropped
+        dropped = (
+            f"; {report.dropped} rows of repeated IDs dropped (keep-first, listed in "
+            f"{report.out / DUPLICATES_FILE})"
+        )
     return StageOutcome(
         reports=[report.units],
         outputs={"targets": report.out},
-        counts={"targets selected": rows, "LRG": lrg, "BG (not LRG)": bg},
-        lines=[f"select: {rows} targets ({lrg} LRG, {bg} BG) -> {report.out}"],
+        counts=counts,
+        lines=[f"select: {rows} targets ({lrg} LRG, {bg} BG){dropped} -> {report.out}"],
     )

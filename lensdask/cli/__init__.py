@@ -4,10 +4,12 @@ review commands.
 The stage commands are made from the stage table (:mod:`lensdask.stages`) when they are
 looked up, so a stage added to the table is a command too. Every computing command takes
 the same cluster options (:mod:`lensdask.cli.cluster`), prints the Dask dashboard link,
-shows a progress bar per stage, and exits with 0 when everything completed, 3 when some
-units (tiles) failed while the rest completed (the failed ones are listed and in
-``_failures.csv``), 2 on bad usage and 1 on any other error. Building the commands imports
-neither Dask nor NumPy nor TensorFlow: ``lensdask --help`` stays fast.
+shows a progress bar per stage, checks its inputs before any cluster starts
+(:mod:`lensdask.preflight`), writes its log file (:mod:`lensdask.cli.logs`), and exits
+with 0 when everything completed, 3 when units (tiles) failed while the others, if any,
+completed (the failed ones are listed and in ``_failures.csv``), 2 on bad usage and 1 on
+bad input or any other error. Building the commands imports neither Dask nor NumPy nor
+TensorFlow: ``lensdask --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import click
 
 from lensdask import __version__
 from lensdask import stages as table
+from lensdask.cli.logs import configure_logging
 from lensdask.cli.model import evaluate_cmd
 from lensdask.cli.review import inspect_group, rank_cmd, zooniverse_group
 from lensdask.cli.run import run_cmd
 from lensdask.cli.stages import stage_command
-from lensdask.devices import set_backend_env
+from lensdask.cli.verify import verify_cmd
+from lensdask.devices import quiet_tensorflow_start, set_backend_env
 
 logger = logging.getLogger("lensdask")
 
-COMMANDS = (evaluate_cmd, inspect_group, rank_cmd, zooniverse_group, run_cmd)
+COMMANDS = (evaluate_cmd, inspect_group, rank_cmd, zooniverse_group, run_cmd, verify_cmd)
 """The commands that are not stages, listed after the stages."""
 
 
@@ -57,9 +61,8 @@ def main(verbose: int, quiet: bool) -> None:
     """
     # before any Keras backend is imported here or in the workers this process starts
     set_backend_env()
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.setLevel(level)
+    quiet_tensorflow_start()
+    configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 __all__ = ["main", "run_cmd"]

@@ -70,20 +70,20 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--tls-ca-file",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=click.Path(dir_okay=False, path_type=Path),
             default=None,
             help="TLS for a shared cluster: the CA certificate (PEM). With --tls-cert and "
             "--tls-key, every Dask connection is mutual TLS and plain TCP is refused.",
         ),
         click.option(
             "--tls-cert",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=click.Path(dir_okay=False, path_type=Path),
             default=None,
             help="TLS certificate (PEM) of scheduler, workers and client, signed by the CA.",
         ),
         click.option(
             "--tls-key",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=click.Path(dir_okay=False, path_type=Path),
             default=None,
             help="Private key (PEM) of --tls-cert.",
         ),
@@ -100,7 +100,6 @@ def cluster_client(opts: dict[str, Any], *, report: Path) -> Iterator[Any]:
     the Dask performance report of what runs on it at ``report``."""
     from lensdask.cluster import connect
 
-    report.parent.mkdir(parents=True, exist_ok=True)
     with connect(cluster_spec(opts)) as client, performance_report(report):
         click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
         yield client
@@ -131,14 +130,43 @@ def cluster_spec(opts: dict[str, Any]) -> ClusterSpec:
     )
 
 
-def performance_report(path: Path) -> contextlib.AbstractContextManager[Any]:
-    """Dask's performance report of what runs inside, saved as HTML at ``path`` (nothing,
-    with a warning, where bokeh, which draws it, is not installed)."""
+@contextlib.contextmanager
+def performance_report(path: Path) -> Iterator[None]:
+    """Dask's performance report of what runs inside, saved as HTML at ``path``.
+
+    The report is a by-product: where it cannot be made (bokeh, which draws it, is not
+    installed) or written (any :class:`OSError`: a full disk, a folder in its way), a
+    warning names the path and the error, and what ran inside is unaffected.
+    """
     try:
         import bokeh  # noqa: F401
     except ImportError:
         logger.warning("no performance report: bokeh is not installed")
-        return contextlib.nullcontext()
-    from distributed import performance_report
+        yield
+        return
+    from distributed import performance_report as dask_report
 
-    return performance_report(filename=str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        logger.warning("no performance report: cannot write %s: %s", path, err)
+        yield
+        return
+    report = dask_report(filename=str(path))
+    report.__enter__()
+    try:
+        yield
+    except BaseException as exc:
+        _save_report(report, path, (type(exc), exc, exc.__traceback__))
+        raise
+    _save_report(report, path, (None, None, None))
+
+
+def _save_report(report: Any, path: Path, exc_info: tuple[Any, Any, Any]) -> None:
+    try:
+        report.__exit__(*exc_info)
+    except OSError as err:
+        if path.is_file():  # a part of it (a full disk)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        logger.warning("no performance report: cannot write %s: %s", path, err)

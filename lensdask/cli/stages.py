@@ -21,6 +21,7 @@ import click
 
 from lensdask.cli.cluster import cluster_client, cluster_options, report_path
 from lensdask.cli.fields import apply_options, configurable, field_options
+from lensdask.cli.logs import log_file, log_path
 from lensdask.runner import EXIT_PARTIAL
 from lensdask.stages import Stage, StageIO, describe
 
@@ -43,16 +44,36 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def finish(reports: list[Any], problems: list[str] = ()) -> None:
-    """Exit with :data:`EXIT_PARTIAL` when some units failed or rows are missing, listing
-    them."""
+ERROR_CHARS = 400
+"""Characters of a failed unit's error on its terminal line (the log file has it all)."""
+
+
+def refuse(problems: list[str]) -> None:
+    """Print each pre-flight problem on a line of its own and exit with status 1."""
+    for problem in problems:
+        click.echo(f"Error: {problem}", err=True)
+    sys.exit(1)
+
+
+def finish(reports: list[Any], problems: list[str] = (), *, log: Path | None = None) -> None:
+    """Exit with :data:`EXIT_PARTIAL` when units failed or rows are missing, with one line
+    per failed unit and a summary that says whether the others completed (the tracebacks
+    are in the log file ``log``)."""
     failures = [failure for report in reports for failure in report.failures]
     for failure in failures:
-        click.echo(f"FAILED {failure.stage} {failure.unit}: {failure.error}", err=True)
+        error = failure.error
+        if len(error) > ERROR_CHARS:
+            error = error[: ERROR_CHARS - 3] + "..."
+        click.echo(f"FAILED {failure.stage} {failure.unit}: {error}", err=True)
     for problem in problems:
         click.echo(f"MISSING {problem}", err=True)
     if failures:
-        click.echo(f"{len(failures)} unit(s) failed; the others completed", err=True)
+        units = sum(len(r.results) + len(r.failures) + len(r.skipped) for r in reports)
+        where = f" (tracebacks in {log})" if log is not None else ""
+        if len(failures) == units:
+            click.echo(f"all {units} unit(s) failed{where}", err=True)
+        else:
+            click.echo(f"{len(failures)} unit(s) failed; the others completed{where}", err=True)
     if failures or problems:
         sys.exit(EXIT_PARTIAL)
 
@@ -72,8 +93,8 @@ def stage_command(stage: Stage) -> click.Command:
     arguments = [i for i in stage.inputs if i.argument]
     for item in arguments:
         params.append(click.Argument([item.artifact], type=click.Path(path_type=Path)))
-    for name in stage.arguments:
-        params.append(click.Argument([name], type=click.Path(path_type=Path)))
+    for name in stage.arguments:  # a configuration field: converted to its type with the rest
+        params.append(click.Argument([name], type=click.Path()))
     if arguments or stage.arguments:
         params.append(
             click.Option(
@@ -132,12 +153,18 @@ def run_stage_command(stage: Stage, *, job: Path | None, out: Path, **params: An
             config = dataclasses.replace(config, **{name: {**getattr(config, name), key: value}})
     kwargs = {o.name: extras[o.name] for o in stage.options if o.into is None}
     io = StageIO(stage.name, {**inputs, stage.out: out})
+    from lensdask.preflight import check_stage
+
+    problems = check_stage(stage, config, io)
+    if problems:  # before any cluster starts
+        refuse(problems)
     run = stage.run_function()
-    if any(option.local and extras[option.name] for option in stage.options):
-        outcome = run(config, io, client=None, progress=progress, **kwargs)
-    else:
-        with cluster_client(params, report=report_path(out)) as client:
-            outcome = run(config, io, client=client, progress=progress, **kwargs)
+    with log_file(log_path(out)) as log:
+        if any(option.local and extras[option.name] for option in stage.options):
+            outcome = run(config, io, client=None, progress=progress, **kwargs)
+        else:
+            with cluster_client(params, report=report_path(out)) as client:
+                outcome = run(config, io, client=client, progress=progress, **kwargs)
     for line in outcome.lines:
         click.echo(line)
-    finish(outcome.reports, outcome.problems)
+    finish(outcome.reports, outcome.problems, log=log)

@@ -53,8 +53,9 @@ class Stamps:
     """Stamps, shape (N, size, size), float32; NaN outside the image."""
     edge: np.ndarray
     """True where the stamp crosses the image border (partly NaN)."""
-    nan_fraction: np.ndarray
-    """Fraction of NaN pixels in each stamp (border padding and NaNs of the image)."""
+    nonfinite_fraction: np.ndarray
+    """Fraction of non-finite pixels in each stamp: NaN (border padding, NaNs of the image)
+    and +-inf (pixels of the image), float32."""
 
 
 def stamp_origin(position: np.ndarray, *, size: int = CUTOUT_SIZE) -> np.ndarray:
@@ -103,7 +104,8 @@ def extract_stamps(
     Returns
     -------
     Stamps
-        Float32 stamps in the order of the positions, with edge flags and NaN fractions.
+        Float32 stamps in the order of the positions, with edge flags and non-finite
+        fractions.
     """
     x, y = _check_positions(x, y, size=size)
     out = np.full((x.size, size, size), np.nan, dtype=np.float32)
@@ -114,7 +116,7 @@ def extract_stamps(
         out,
         np.arange(x.size),
     )
-    return Stamps(data=out, edge=edge, nan_fraction=_nan_fraction(out))
+    return Stamps(data=out, edge=edge, nonfinite_fraction=_nonfinite_fraction(out))
 
 
 def _gather(
@@ -192,7 +194,74 @@ def extract_stamps_by_rows(
             continue
         x0 = stamp_origin(x[group], size=size)
         edge[group] = _gather(read_rows(start, stop), x0, y0[group] - start, out, group)
-    return Stamps(data=out, edge=edge, nan_fraction=_nan_fraction(out))
+    return Stamps(data=out, edge=edge, nonfinite_fraction=_nonfinite_fraction(out))
+
+
+@dataclass(frozen=True)
+class PixelQuality:
+    """How much of each stamp of one band is unusable."""
+
+    zero_weight_fraction: np.ndarray
+    """Fraction of pixels with weight <= 0 (no data), float32; NaN without a weight map."""
+    flagged_fraction: np.ndarray
+    """Fraction of pixels with any of the counted flag bits set, float32; NaN without a
+    flag map."""
+    bad_fraction: np.ndarray
+    """Fraction of pixels that are non-finite, have no positive weight, or are flagged (each
+    pixel counted once), float32; equals the non-finite fraction without maps."""
+
+
+def pixel_quality(
+    image: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    flag: np.ndarray | None = None,
+    flag_bits: int,
+) -> PixelQuality:
+    """Bad-pixel fractions of stamps from their weight and flag stamps (pure).
+
+    Parameters
+    ----------
+    image : ndarray, shape (N, size, size)
+        The image stamps (NaN outside the image).
+    weight : ndarray, shape (N, size, size), optional
+        The weight-map stamps at the same pixels (inverse variance; NaN outside the image).
+    flag : ndarray, shape (N, size, size), optional
+        The flag-map stamps at the same pixels (integer bit values, as float32 with NaN
+        outside the image, or any integer type).
+    flag_bits : int
+        The flag bits that make a pixel bad (0: none).
+
+    Returns
+    -------
+    PixelQuality
+    """
+    image = np.asarray(image)
+    bad = ~np.isfinite(image)
+    n = image.shape[0]
+    zero_weight = np.full(n, np.nan, dtype=np.float32)
+    flagged = np.full(n, np.nan, dtype=np.float32)
+    if weight is not None:
+        weight = np.asarray(weight)
+        with np.errstate(invalid="ignore"):
+            no_weight = weight <= 0
+        zero_weight = _fraction(no_weight)
+        bad |= no_weight | ~np.isfinite(weight)
+    if flag is not None:
+        flag = np.asarray(flag)
+        if flag.dtype.kind == "f":
+            flag = np.where(np.isfinite(flag), flag, 0).astype(np.int64)
+        hit = (flag.astype(np.int64) & int(flag_bits)) != 0
+        flagged = _fraction(hit)
+        bad |= hit
+    return PixelQuality(
+        zero_weight_fraction=zero_weight, flagged_fraction=flagged, bad_fraction=_fraction(bad)
+    )
+
+
+def _fraction(mask: np.ndarray) -> np.ndarray:
+    """Fraction of True pixels of each stamp (counted exactly, then float32)."""
+    return mask.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
 
 
 def _check_positions(x: np.ndarray, y: np.ndarray, *, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,5 +274,8 @@ def _check_positions(x: np.ndarray, y: np.ndarray, *, size: int) -> tuple[np.nda
     return x, y
 
 
-def _nan_fraction(stamps: np.ndarray) -> np.ndarray:
-    return np.isnan(stamps).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+def _nonfinite_fraction(stamps: np.ndarray) -> np.ndarray:
+    """Fraction of NaN and +-inf pixels of each stamp (counted exactly, then float32)."""
+    from lensdask.normalise import nonfinite_fraction
+
+    return nonfinite_fraction(stamps)

@@ -7,7 +7,9 @@ on its own and dropped when done, so the image is never in memory as a whole and
 worker's resident memory does not grow with it (the pages of one memory map of the whole
 image would all count in the RSS that Dask's nanny limits). Then it commits the tile's group
 of the Zarr store (:mod:`lensdask.formats.cutout_store`) with its completion marker. A target
-whose centre falls outside its tile's image is skipped and counted.
+whose centre falls outside its tile's image is skipped, counted and named (its ID in the
+tile's marker, ``extra["outside_ids"]``). An image that cannot be opened or read fails its
+tile with an error naming the file, the band and the HDU.
 """
 
 from __future__ import annotations
@@ -16,15 +18,20 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from lensdask import __version__
 from lensdask.config import CutoutConfig
-from lensdask.cutouts.extract import centre_inside, extract_stamps_by_rows, sky_to_pixel
-from lensdask.formats.cutout_store import open_root, write_tile_group
-from lensdask.formats.targets import load_tile_targets, tile_sources
+from lensdask.cutouts.extract import (
+    centre_inside,
+    extract_stamps_by_rows,
+    pixel_quality,
+    sky_to_pixel,
+)
+from lensdask.formats.cutout_store import LAYOUT, open_root, write_tile_group
+from lensdask.formats.targets import CUTOUT_COLUMNS, load_tile_targets, tile_sources
 from lensdask.runner import UnitCounts, UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
@@ -35,6 +42,7 @@ from lensdask.units import (
     file_identity,
     folder_files,
     ids_hash,
+    read_marker,
     staging_path,
     write_marker,
 )
@@ -44,8 +52,10 @@ logger = logging.getLogger(__name__)
 STAGE = "cutouts"
 
 
-def open_image(path: Path, *, hdu: int):
-    """A tile image opened lazily (header only) with its WCS; errors name the file.
+def open_image(path: Path, *, hdu: int | None, band: str | None = None):
+    """A tile image opened lazily (header only) with its WCS; errors name the file, the band
+    (where given) and the HDU. ``hdu`` None takes the first HDU with 2-D data (HDU 1 of a
+    tile-compressed ``.fz`` file, whose primary HDU is empty).
 
     Returns
     -------
@@ -60,40 +70,82 @@ def open_image(path: Path, *, hdu: int):
     from astropy.wcs import WCS
 
     if not path.exists():
-        raise FileNotFoundError(f"{path}: tile image missing")
+        raise FileNotFoundError(f"{image_place(path, hdu=hdu, band=band)}: tile image missing")
+    where = image_place(path, hdu=hdu, band=band)
     try:
         hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+        if hdu is None:
+            hdu = first_image_hdu(hdul)
+            where = image_place(path, hdu=hdu, band=band)
         image = hdul[hdu]
         shape = image.shape
         wcs = WCS(image.header).celestial
-    except (OSError, ValueError, IndexError, TypeError, KeyError) as err:
-        raise OSError(f"{path}: cannot read FITS image: {err}") from None
-    if len(shape) != 2:
+    except (OSError, ValueError, IndexError, TypeError, KeyError, EOFError) as err:
+        raise OSError(f"{where}: cannot read FITS image: {err}") from None
+    if shape is None or len(shape) != 2:
         hdul.close()
-        raise OSError(f"{path}: HDU {hdu} is not a 2-D image")
+        raise OSError(f"{where}: not a 2-D image")
     if not wcs.has_celestial:
         hdul.close()
-        raise OSError(f"{path}: no celestial WCS in HDU {hdu}")
-    return hdul, image, wcs
+        raise OSError(f"{where}: no celestial WCS")
+    return hdul, image, wcs, hdu
+
+
+def image_place(path: Path, *, hdu: int | None, band: str | None = None) -> str:
+    """How errors name an image: ``<path> (band r, HDU 0)``."""
+    return f"{path} ({f'band {band}, ' if band else ''}HDU {'auto' if hdu is None else hdu})"
+
+
+def first_image_hdu(hdul) -> int:
+    """The index of the first HDU of ``hdul`` with 2-D data.
+
+    Raises
+    ------
+    IndexError
+        When there is none.
+    """
+    for index, hdu in enumerate(hdul):
+        if hdu.is_image and hdu.header.get("NAXIS") == 2:
+            return index
+    raise IndexError("no HDU with 2-D image data")
 
 
 RAW_BITPIX = {-32: ">f4", -64: ">f8", 16: ">i2", 32: ">i4"}
 """FITS pixel types that can be mapped as they are (when not scaled by BSCALE/BZERO)."""
 
 
-def row_reader(hdul, index: int):
+def row_reader(hdul, index: int, *, band: str | None = None):
     """``read_rows(start, stop)`` of a FITS image HDU: only those rows are read.
 
     Plain images are memory-mapped one block of rows at a time (the map is dropped with the
     block, so the worker's resident memory stays bounded); scaled or compressed images go
-    through astropy's ``section``.
+    through astropy's ``section``. A read that fails (a file cut short: "mmap length is
+    greater than file size") raises an :class:`OSError` naming the file, the band and the
+    HDU, and the rows.
     """
+    read = _row_reader(hdul, index)
+    where = image_place(Path(hdul.filename()), hdu=index, band=band)
+
+    def read_rows(start: int, stop: int) -> np.ndarray:
+        try:
+            return read(start, stop)
+        except (OSError, ValueError, EOFError, TypeError) as err:
+            raise OSError(f"{where}: cannot read image rows {start}:{stop}: {err}") from None
+
+    return read_rows
+
+
+def _row_reader(hdul, index: int):
+    from astropy.io import fits
+
     image = hdul[index]
     header = image.header
     dtype = RAW_BITPIX.get(header.get("BITPIX"))
+    # astropy's header of a tile-compressed HDU is the decompressed image's: no ZIMAGE in it,
+    # and its file bytes are the compressed table, never pixels to map
     plain = (
         dtype is not None
-        and not header.get("ZIMAGE", False)
+        and not isinstance(image, fits.CompImageHDU)
         and header.get("BSCALE", 1) == 1
         and header.get("BZERO", 0) == 0
     )
@@ -108,28 +160,200 @@ def row_reader(hdul, index: int):
     )
 
 
-def image_states(images: Path, tile: str, config: CutoutConfig) -> dict[str, str]:
-    """The identity of each of a tile's images (a hash of its path, size and modification
-    time; ``missing`` where there is none yet), for the tile's lineage."""
-    states = {}
+class ImagePlace(NamedTuple):
+    """Where one band's image of a tile is, with its weight and flag maps where it has
+    them."""
+
+    path: str
+    hdu: int | None
+    """None: the first HDU with 2-D data."""
+    weight: tuple[str, int | None] | None = None
+    """The weight map's path and HDU."""
+    flag: tuple[str, int | None] | None = None
+    """The flag map's path and HDU."""
+
+
+ImagePlaces = dict[str, ImagePlace]
+"""A tile's image of each band (:class:`ImagePlace`)."""
+
+
+PLACEMENT_DIR = "_placement"
+"""Folder of the store holding the targets placed on image groups by position."""
+
+
+def has_tile_key(targets: str | Path) -> bool:
+    """Whether the targets name each one's tile (KiDS ``THELI_NAME``)."""
+    from lensdask.formats.parquet import dataset_parts, open_file
+
+    first = next(iter(dataset_parts(targets, what="targets")))
+    return "THELI_NAME" in open_file(first).schema_arrow.names
+
+
+def place_targets(
+    targets: str | Path, index: Any, out: Path, *, band: str
+) -> dict[str, dict[Path, str]]:
+    """Place targets that name no tile on the image groups of ``index`` by position
+    (:func:`lensdask.images.match.match_targets`: the detection-band image they lie
+    deepest inside) and write each group's targets, its key as ``THELI_NAME``, to
+    ``<out>/_placement/<group>.parquet``; targets on no image are listed in
+    ``<out>/_placement/_unmatched.csv``, never dropped silently.
+
+    Returns
+    -------
+    dict
+        Group -> its placement file and that file's identity, as
+        :func:`lensdask.formats.targets.tile_sources` gives them.
+    """
+    import pyarrow as pa
+
+    from lensdask.formats.files import write_text_atomic
+    from lensdask.formats.parquet import commit_parquet, dataset_parts, open_dataset
+    from lensdask.images.match import match_targets
+
+    columns = [name for name in CUTOUT_COLUMNS if name != "THELI_NAME"]
+    table = open_dataset(dataset_parts(targets, what="targets")).to_table(columns=columns)
+    ids = table["ID"].to_numpy(zero_copy_only=False).astype(str)
+    match = match_targets(
+        table["RAJ2000"].to_numpy(), table["DECJ2000"].to_numpy(), index, band=band, ids=ids
+    )
+    folder = out / PLACEMENT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: dict[str, dict[Path, str]] = {}
+    for group, rows in sorted(match.groups().items()):
+        part = table.take(pa.array(np.sort(rows))).append_column(
+            "THELI_NAME", pa.array([group] * len(rows), pa.string())
+        )
+        commit_parquet(part.select(list(CUTOUT_COLUMNS)), folder, f"{group}.parquet")
+        path = folder / f"{group}.parquet"
+        parts[group] = {path: file_identity(path)}
+    for old in folder.glob("*.parquet"):  # groups of an earlier placement
+        if old.stem not in parts:
+            old.unlink()
+    unmatched = match.listing(match.unmatched)
+    write_text_atomic(folder / "_unmatched.csv", unmatched.to_csv(index=False))
+    if len(unmatched):
+        logger.warning(
+            "cutouts: %d targets lie on no image of the index, e.g. %s; all are listed in %s",
+            len(unmatched),
+            ", ".join(map(str, unmatched.iloc[:3, 0])),
+            folder / "_unmatched.csv",
+        )
+    return parts
+
+
+def tile_images(
+    tile: str, config: CutoutConfig, *, images: Path | None, index: Any | None
+) -> ImagePlaces:
+    """Where each band's image of ``tile`` is: from the image index where there is one
+    (:mod:`lensdask.formats.image_index`), else ``config.image_pattern`` in the ``images``
+    folder. A band the index lacks gets the path it would have in the folder (or a name
+    saying it is not indexed), which then fails as a missing image, naming it. The weight
+    and flag maps come from the index only."""
+    places: ImagePlaces = {}
+    refs = {}
+    if index is not None:
+        from lensdask.formats.image_index import image_refs
+
+        refs = image_refs(index, tile, config.bands)
     for band in config.bands:
-        path = images / config.image_pattern.format(tile=tile, band=band)
-        states[f"images/{band}"] = file_identity(path) if path.exists() else "missing"
+        if band in refs:
+            ref = refs[band]
+            places[band] = ImagePlace(
+                str(ref.path),
+                ref.hdu,
+                weight=None if ref.weight_path is None else (str(ref.weight_path), ref.weight_hdu),
+                flag=None if ref.flag_path is None else (str(ref.flag_path), ref.flag_hdu),
+            )
+        elif images is not None and index is None:
+            places[band] = ImagePlace(
+                str(images / config.image_pattern.format(tile=tile, band=band)), config.hdu
+            )
+        else:
+            places[band] = ImagePlace(f"<no {band} image of {tile} in the image index>", config.hdu)
+    return places
+
+
+def image_states(places: ImagePlaces) -> dict[str, str]:
+    """The identity of each of a tile's images and of their weight and flag maps (a hash of
+    its path, size and modification time; ``missing`` where there is none yet), for the
+    tile's lineage."""
+    states = {}
+    for band, place in places.items():
+        files = {"": place.path, "_weight": place.weight and place.weight[0]}
+        files["_flag"] = place.flag and place.flag[0]
+        for suffix, path in files.items():
+            if path is not None:
+                states[f"images/{band}{suffix}"] = (
+                    file_identity(Path(path)) if Path(path).exists() else "missing"
+                )
     return states
 
 
+def map_stamps(
+    place: tuple[str, int | None] | None,
+    image: Any,
+    wcs: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    size: int,
+    image_where: str,
+    what: str,
+) -> np.ndarray | None:
+    """The stamps of a weight or flag map at the image's stamp positions, read by rows
+    like the image; None without a map.
+
+    Raises
+    ------
+    OSError
+        The map cannot be read, or its shape or pixel grid (WCS) differs from the image's
+        (the message names both files).
+    """
+    if place is None:
+        return None
+    path, hdu = place
+    hdul, grid, map_wcs, hdu = open_image(Path(path), hdu=hdu, band=what)
+    try:
+        where = image_place(Path(path), hdu=hdu, band=what)
+        if tuple(grid.shape) != tuple(image.shape):
+            raise OSError(
+                f"{where}: shape {tuple(grid.shape)} differs from its image "
+                f"{image_where}, shape {tuple(image.shape)}"
+            )
+        if not same_pixel_grid(wcs, map_wcs, image.shape):
+            raise OSError(f"{where}: its WCS puts pixels elsewhere than its image {image_where}")
+        return extract_stamps_by_rows(
+            row_reader(hdul, hdu, band=what), grid.shape, x, y, size=size
+        ).data
+    finally:
+        hdul.close()
+
+
+def same_pixel_grid(wcs, other, shape: tuple[int, int], *, tolerance: float = 0.01) -> bool:
+    """Whether two WCSs put the corners and the centre of an image of ``shape`` (ny, nx)
+    at the same sky positions, to ``tolerance`` pixels."""
+    ny, nx = shape
+    px = np.array([0.0, nx - 1.0, 0.0, nx - 1.0, (nx - 1) / 2.0])
+    py = np.array([0.0, 0.0, ny - 1.0, ny - 1.0, (ny - 1) / 2.0])
+    try:
+        lon, lat = wcs.all_pix2world(px, py, 0)
+        qx, qy = other.all_world2pix(lon, lat, 0)
+    except Exception:  # a WCS that cannot map the other's positions
+        return False
+    return bool(np.all(np.hypot(qx - px, qy - py) <= tolerance))
+
+
 def cutout_tile(
-    sources: list[Path],
+    work: tuple[list[Path], ImagePlaces],
     out: Path,
     *,
     unit: str,
     chash: str,
     lineage: dict[str, str],
-    images: Path,
     config: CutoutConfig,
 ) -> dict[str, int]:
-    """Cut the targets of tile ``unit`` (read from ``sources``) from its images and commit
-    its group of the store.
+    """Cut the targets of tile ``unit`` (read from the targets files of ``work``) from its
+    images (the places of ``work``, :func:`tile_images`) and commit its group of the store.
 
     Returns
     -------
@@ -140,44 +364,99 @@ def cutout_tile(
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     tile = unit
+    sources, places = work
     clear_marker(out, tile)
     targets = load_tile_targets(tile, sources)
-    opened = {
-        band: open_image(images / config.image_pattern.format(tile=tile, band=band), hdu=config.hdu)
-        for band in config.bands
-    }
+    opened = {}
+    try:
+        for band in config.bands:
+            opened[band] = open_image(Path(places[band].path), hdu=places[band].hdu, band=band)
+    except BaseException:
+        for hdul, _, _, _ in opened.values():
+            hdul.close()
+        raise
     try:
         ra = targets["RAJ2000"].to_numpy()
         dec = targets["DECJ2000"].to_numpy()
-        _, first_image, first_wcs = opened[config.bands[0]]
+        _, first_image, first_wcs, _ = opened[config.bands[0]]
         x, y = sky_to_pixel(ra, dec, first_wcs)
         inside = centre_inside(x, y, first_image.shape, size=config.size)
         keep = np.flatnonzero(inside)
-        stamps = {}
-        for band, (hdul, image, wcs) in opened.items():
+        stamps, quality, maps = {}, {}, {}
+        for band, (hdul, image, wcs, hdu) in opened.items():
             bx, by = (x, y) if band == config.bands[0] else sky_to_pixel(ra, dec, wcs)
             stamps[band] = extract_stamps_by_rows(
-                row_reader(hdul, config.hdu), image.shape, bx[keep], by[keep], size=config.size
+                row_reader(hdul, hdu, band=band),
+                image.shape,
+                bx[keep],
+                by[keep],
+                size=config.size,
             )
+            where = image_place(Path(hdul.filename()), hdu=hdu, band=band)
+            weight, flag = (
+                map_stamps(
+                    places[band].weight,
+                    image,
+                    wcs,
+                    bx[keep],
+                    by[keep],
+                    size=config.size,
+                    image_where=where,
+                    what=f"{band} weight map",
+                ),
+                map_stamps(
+                    places[band].flag,
+                    image,
+                    wcs,
+                    bx[keep],
+                    by[keep],
+                    size=config.size,
+                    image_where=where,
+                    what=f"{band} flag map",
+                )
+                if config.flag_bits
+                else None,
+            )
+            quality[band] = pixel_quality(
+                stamps[band].data, weight=weight, flag=flag, flag_bits=config.flag_bits
+            )
+            if config.keep_maps:
+                if weight is not None:
+                    maps[f"{band}_weight"] = weight
+                if flag is not None:
+                    maps[f"{band}_flag"] = flag
         attrs = {
             "tile": tile,
             "bands": list(config.bands),
             "size": config.size,
             "pixel_scale": {
                 band: float(np.mean(proj_plane_pixel_scales(wcs)) * 3600)
-                for band, (_, _, wcs) in opened.items()
+                for band, (_, _, wcs, _) in opened.items()
             },
-            "wcs": {band: dict(wcs.to_header()) for band, (_, _, wcs) in opened.items()},
-            "images": {band: str(hdul.filename()) for band, (hdul, _, _) in opened.items()},
+            "wcs": {band: dict(wcs.to_header()) for band, (_, _, wcs, _) in opened.items()},
+            "images": {band: str(hdul.filename()) for band, (hdul, _, _, _) in opened.items()},
+            "weight_maps": {band: places[band].weight[0] for band in opened if places[band].weight},
+            "flag_maps": {band: places[band].flag[0] for band in opened if places[band].flag},
+            "flag_bits": config.flag_bits,
             "targets": [str(path) for path in sources],
             "n_outside": int((~inside).sum()),
             "lensdask_version": __version__,
             "config_hash": chash,
         }
     finally:
-        for hdul, _, _ in opened.values():
+        for hdul, _, _, _ in opened.values():
             hdul.close()
-    ids = targets["ID"].to_numpy(zero_copy_only=False)[keep]
+    all_ids = targets["ID"].to_numpy(zero_copy_only=False)
+    ids = all_ids[keep]
+    outside_ids = [str(name) for name in all_ids[~inside]]
+    if outside_ids:
+        logger.warning(
+            "cutouts: %s: %d target(s) outside the tile's image, skipped: %s%s",
+            tile,
+            len(outside_ids),
+            ", ".join(outside_ids[:5]),
+            f" and {len(outside_ids) - 5} more" if len(outside_ids) > 5 else "",
+        )
     columns = {
         "ID": ids.astype(str),
         "sample": targets["sample"].to_numpy(zero_copy_only=False)[keep].astype(str),
@@ -188,14 +467,20 @@ def cutout_tile(
         "edge": np.any([s.edge for s in stamps.values()], axis=0)
         if keep.size
         else np.zeros(0, dtype=bool),
-        "nan_fraction": np.stack([s.nan_fraction for s in stamps.values()], axis=1)
+        "nonfinite_fraction": np.stack([s.nonfinite_fraction for s in stamps.values()], axis=1)
         if keep.size
         else np.zeros((0, len(stamps)), dtype=np.float32),
+        **{
+            name: np.stack([getattr(q, name) for q in quality.values()], axis=1)
+            if keep.size
+            else np.zeros((0, len(quality)), dtype=np.float32)
+            for name in ("zero_weight_fraction", "flagged_fraction", "bad_fraction")
+        },
     }
     staged = staging_path(out, tile)
     write_tile_group(
         staged,
-        {band: s.data for band, s in stamps.items()},
+        {**{band: s.data for band, s in stamps.items()}, **maps},
         columns,
         attrs=attrs,
         chunk=config.chunk,
@@ -219,7 +504,7 @@ def cutout_tile(
             config_hash=chash,
             inputs=lineage,
             files=files,
-            extra=counts,
+            extra={**counts, "outside_ids": outside_ids},
         ),
     )
     return counts
@@ -234,15 +519,18 @@ class CutoutReport(UnitCounts):
     counts: dict[str, int]
     """Totals over the tiles written now: cutouts, outside, edge."""
     units: UnitReport
+    outside_ids: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """IDs of the targets outside their tile's image, by tile, of the tiles written now."""
 
 
 def make_cutouts(
     targets: str | Path,
-    images: str | Path,
+    images: str | Path | None,
     out: str | Path,
     *,
     config: CutoutConfig | None = None,
     client: Any,
+    index: str | Path | None = None,
     progress: bool = True,
 ) -> CutoutReport:
     """Cut every target out of its tile's images into the Zarr store ``out``.
@@ -252,30 +540,45 @@ def make_cutouts(
     targets : path
         Targets (Parquet file or dataset) with ``ID``, ``RAJ2000``, ``DECJ2000``,
         ``THELI_NAME`` and ``sample``.
-    images : path
-        Folder of tile images named by ``config.image_pattern``.
+    images : path or None
+        Folder of tile images named by ``config.image_pattern`` (None with ``index``).
     out : path
         The cutout store (``cutouts.zarr``), created if needed.
     config : CutoutConfig, optional
         Bands, size, chunking.
     client : distributed.Client
         The injected Dask client: one task per tile.
+    index : path, optional
+        An image index (``lensdask index-images``): each tile's images (paths, HDUs) come
+        from it instead of ``images`` and ``config.image_pattern``.
     progress : bool
         Show a progress bar over tiles.
     """
     config = config or CutoutConfig()
-    images = Path(images)
-    if not images.is_dir():
+    if index is not None:
+        from lensdask.formats.image_index import read_image_index
+
+        index = read_image_index(index)
+        images = None
+    elif images is None or not Path(images).is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
+    else:
+        images = Path(images)
     out = Path(out)
-    parts = tile_sources(targets)
-    sources = {tile: list(files) for tile, files in parts.items()}
-    chash = config_hash({"cutouts": dataclasses.asdict(config), "images": str(images.resolve())})
+    if index is not None and not has_tile_key(targets):
+        parts = place_targets(targets, index, out, band=config.bands[0])
+    else:
+        parts = tile_sources(targets)
+    work = {
+        tile: (list(files), tile_images(tile, config, images=images, index=index))
+        for tile, files in parts.items()
+    }
+    chash = config_hash({"cutouts": dataclasses.asdict(config), "layout": LAYOUT})
     # a tile is redone when a unit of the targets holding it, or one of its images, changed
     lineage = {
         tile: {
             **{f"targets/{path.name}": identity for path, identity in files.items()},
-            **image_states(images, tile, config),
+            **image_states(work[tile][1]),
         }
         for tile, files in parts.items()
     }
@@ -287,18 +590,23 @@ def make_cutouts(
         client,
         cutout_tile,
         out,
-        sources,
+        work,
         chash=chash,
         lineage=lineage,
         stage=STAGE,
         progress=progress,
-        images=images,
         config=config,
     )
     counts = {
         key: sum(result[key] for result in report.results.values())
         for key in ("cutouts", "outside", "edge")
     }
+    outside_ids = {}
+    for tile in sorted(report.results):
+        marker = read_marker(out, tile)
+        named = list(marker.extra.get("outside_ids", [])) if marker is not None else []
+        if named:
+            outside_ids[tile] = named
     logger.info(
         "cutouts: %d tiles written, %d skipped (complete), %d failed; %d cutouts written "
         "(%d crossing an image border); %d targets outside their tile",
@@ -311,31 +619,50 @@ def make_cutouts(
     )
     return CutoutReport(
         out=out,
-        tiles=len(sources),
+        tiles=len(work),
         counts=counts,
         units=report,
+        outside_ids=outside_ids,
     )
 
 
 def run(config: CutoutConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
-    """The ``cutouts`` stage: :func:`make_cutouts` of the ``targets`` from the ``images``."""
+    """The ``cutouts`` stage: :func:`make_cutouts` of the ``targets`` from the images the
+    ``image_index`` names where there is one, else from the ``images`` folder."""
+    index = io.optional("image_index")
     report = make_cutouts(
         io.need("targets"),
-        io.need("images"),
+        None if index is not None else io.need("images"),
         io.out("cutouts"),
         config=config,
         client=client,
+        index=index,
         progress=progress,
     )
     counts = report.counts
+    lines = [
+        f"cutouts: {report.written} tiles written, {report.skipped} already complete, "
+        f"{len(report.units.failures)} failed; {counts['cutouts']} cutouts "
+        f"({counts['edge']} at an image border), {counts['outside']} targets "
+        f"outside their tile -> {report.out}"
+    ]
+    if report.outside_ids:
+        lines.append(f"cutouts: {outside_line(report.outside_ids)}")
     return StageOutcome(
         reports=[report.units],
         outputs={"cutouts": report.out},
         counts={"cutouts written now": counts["cutouts"]},
-        lines=[
-            f"cutouts: {report.written} tiles written, {report.skipped} already complete, "
-            f"{len(report.units.failures)} failed; {counts['cutouts']} cutouts "
-            f"({counts['edge']} at an image border), {counts['outside']} targets "
-            f"outside their tile -> {report.out}"
-        ],
+        lines=lines,
+    )
+
+
+def outside_line(outside_ids: dict[str, list[str]], *, shown: int = 5) -> str:
+    """``7 targets outside their tile: ID1 (tile), ID2 (tile) ... and 2 more, ...``: the
+    first targets outside their tile's image, by name, and where all are listed."""
+    named = [(tile, name) for tile, names in outside_ids.items() for name in names]
+    first = ", ".join(f"{name} ({tile})" for tile, name in named[:shown])
+    more = f" and {len(named) - shown} more" if len(named) > shown else ""
+    return (
+        f"{len(named)} targets outside their tile: {first}{more}; all are listed in "
+        "<cutouts>/_units/<tile>.json (extra.outside_ids)"
     )

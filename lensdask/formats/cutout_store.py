@@ -10,7 +10,19 @@ Layout of ``cutouts.zarr``::
     <tile>/RAJ2000, DECJ2000     (N,) float64, deg
     <tile>/x, y                  (N,) float64, pixel position in the first band's image
     <tile>/edge                  (N,) bool: the cutout crosses the image border
-    <tile>/nan_fraction          (N, n_bands) float32: fraction of NaN pixels per band
+    <tile>/nonfinite_fraction    (N, n_bands) float32: fraction of non-finite pixels
+                                 (NaN, +inf, -inf) per band
+    <tile>/zero_weight_fraction  (N, n_bands) float32: fraction of pixels with weight
+                                 <= 0 per band (NaN: the image has no weight map)
+    <tile>/flagged_fraction      (N, n_bands) float32: fraction of pixels with a counted
+                                 flag bit (``cutouts.flag_bits``; NaN: no flag map)
+    <tile>/bad_fraction          (N, n_bands) float32: fraction of pixels that are
+                                 non-finite, zero-weight or flagged (each counted once);
+                                 equals nonfinite_fraction where there are no maps
+    <tile>/<band>_weight, <band>_flag
+                                 (N, size, size) float32, only with ``cutouts.keep_maps``
+                                 and where the band has the map: the weight and flag
+                                 stamps (NaN outside the image)
     _units/<tile>.json           completion markers (only complete tiles are read)
 
 Each tile is written into ``_staging/<tile>`` first and moved into place whole, so no two
@@ -28,7 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from lensdask.units import Marker, has_units, planned_units, read_marker
+from lensdask.formats.zarrs import CheckedArray, compressors
+from lensdask.units import Marker, has_units, invalidate, planned_units, read_marker
+
+LAYOUT = 3
+"""Version of the tile group's layout, part of the configuration hash of the tiles, so
+that tiles written in an older layout are made again (2: ``nonfinite_fraction``, which
+counts +-inf with NaN, in the place of ``nan_fraction``; 3: ``bad_fraction``,
+``zero_weight_fraction`` and ``flagged_fraction`` from the weight and flag maps)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +61,11 @@ class TileCutouts:
     """Cutouts by band, each (N, size, size) float32."""
     sample: np.ndarray
     edge: np.ndarray
-    nan_fraction: np.ndarray
+    nonfinite_fraction: np.ndarray
     attrs: dict[str, Any]
+    bad_fraction: np.ndarray | None = None
+    """(N, n_bands) fraction of non-finite, zero-weight or flagged pixels (all the tile's
+    bands, in the order of ``attrs["bands"]``)."""
 
 
 def open_root(path: str | Path, *, attrs: dict[str, Any] | None = None):
@@ -87,10 +109,8 @@ def write_tile_group(
         them as files of their own.
     """
     import zarr
-    from zarr.codecs import ZstdCodec
 
     group = zarr.open_group(str(folder), mode="w-", attributes=attrs)
-    compressors = (ZstdCodec(level=compression_level),) if compression_level else None
     for band, data in images.items():
         n = data.shape[0]
         chunks = (max(min(chunk, n), 1), *data.shape[1:])
@@ -103,7 +123,7 @@ def write_tile_group(
             dtype="float32",
             chunks=chunks,
             shards=shards,
-            compressors=compressors,
+            compressors=compressors(compression_level),
             fill_value=np.nan,
             dimension_names=("cutout", "y", "x"),
         )
@@ -117,6 +137,7 @@ def write_tile_group(
             shape=values.shape,
             dtype=dtype,
             chunks=(max(values.shape[0], 1), *values.shape[1:]),
+            compressors=compressors(),
         )
         if values.shape[0]:
             array[...] = values
@@ -160,20 +181,31 @@ def read_tile_attrs(path: str | Path, tile: str) -> dict[str, Any]:
 
 
 def read_tile_columns(path: str | Path, tile: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per-cutout arrays of one tile (``ID``, ``sample``, ``edge``, ``nan_fraction``, ...)
-    by name, in the order of the cutouts."""
+    """Per-cutout arrays of one tile (``ID``, ``sample``, ``edge``,
+    ``nonfinite_fraction``, ...) by name, in the order of the cutouts."""
+    return {name: _checked(path, tile, name)[:] for name in names}
+
+
+def open_band(path: str | Path, tile: str, band: str) -> CheckedArray:
+    """The cutouts of one band of a tile as a lazy array (N, size, size), read by slicing.
+
+    A chunk that fails its checksum raises
+    :class:`lensdask.formats.zarrs.DamagedDataError` naming the array, and takes back the
+    tile's completion (:func:`lensdask.units.invalidate`), so that the next run of the
+    cutouts remakes it.
+    """
+    return _checked(path, tile, band)
+
+
+def _checked(path: str | Path, tile: str, name: str) -> CheckedArray:
     import zarr
 
-    group = zarr.open_group(str(Path(path) / tile), mode="r")
-    return {name: group[name][:] for name in names}
-
-
-def open_band(path: str | Path, tile: str, band: str):
-    """The cutouts of one band of a tile as a lazy Zarr array (N, size, size), read by
-    slicing."""
-    import zarr
-
-    return zarr.open_array(str(Path(path) / tile / band), mode="r")
+    array = zarr.open_array(str(Path(path) / tile / name), mode="r")
+    return CheckedArray(
+        array,
+        f"{Path(path) / tile / name}",
+        on_damage=lambda reason: invalidate(Path(path), tile, reason),
+    )
 
 
 def read_band_rows(path: str | Path, tile: str, band: str, rows: np.ndarray) -> np.ndarray:
@@ -185,29 +217,40 @@ def read_band_rows(path: str | Path, tile: str, band: str, rows: np.ndarray) -> 
     ndarray, shape (len(rows), size, size), float32
     """
     unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    data = open_band(path, tile, band).get_orthogonal_selection((unique, slice(None), slice(None)))
+    data = open_band(path, tile, band)[unique]
     return np.asarray(data)[inverse]
 
 
 def read_tile(path: str | Path, tile: str, *, bands: tuple[str, ...] | None = None) -> TileCutouts:
     """Read one tile's cutouts (all bands, or ``bands``) and per-cutout columns into memory."""
-    import zarr
-
-    group = zarr.open_group(str(Path(path) / tile), mode="r")
-    attrs = dict(group.attrs)
+    attrs = read_tile_attrs(path, tile)
     bands = bands or tuple(attrs["bands"])
     missing = [band for band in bands if band not in attrs["bands"]]
     if missing:
         raise KeyError(f"{path}/{tile}: no band(s) {missing}; has {attrs['bands']}")
+    columns = read_tile_columns(path, tile, ["ID", "sample", "edge", "nonfinite_fraction"])
     return TileCutouts(
         tile=tile,
-        ids=group["ID"][:],
-        images={band: group[band][:] for band in bands},
-        sample=group["sample"][:],
-        edge=group["edge"][:],
-        nan_fraction=group["nan_fraction"][:],
+        ids=columns["ID"],
+        images={band: open_band(path, tile, band)[:] for band in bands},
+        sample=columns["sample"],
+        edge=columns["edge"],
+        nonfinite_fraction=columns["nonfinite_fraction"],
         attrs=attrs,
+        bad_fraction=read_bad_fraction(path, tile, fallback=columns["nonfinite_fraction"]),
     )
+
+
+def read_bad_fraction(
+    path: str | Path, tile: str, *, fallback: np.ndarray | None = None
+) -> np.ndarray:
+    """The ``bad_fraction`` (N, n_bands) of one tile; a tile of a store written before it
+    existed (layout 2) gives its ``nonfinite_fraction`` (or ``fallback``) instead."""
+    if (Path(path) / tile / "bad_fraction").exists():
+        return _checked(path, tile, "bad_fraction")[:]
+    if fallback is not None:
+        return fallback
+    return _checked(path, tile, "nonfinite_fraction")[:]
 
 
 def cutouts_array(path: str | Path, band: str = "r"):
@@ -217,8 +260,12 @@ def cutouts_array(path: str | Path, band: str = "r"):
     chunks as Dask chunks.
     """
     import dask.array as da
+    import zarr
 
-    arrays = [da.from_zarr(open_band(path, tile, band)) for tile in complete_tiles(path)]
+    arrays = [
+        da.from_zarr(zarr.open_array(str(Path(path) / tile / band), mode="r"))
+        for tile in complete_tiles(path)
+    ]
     if not arrays:
         raise FileNotFoundError(f"{path}: no complete tile in the cutout store")
     return da.concatenate(arrays, axis=0)

@@ -114,9 +114,21 @@ def read_table(path: str | Path):
     import pyarrow.dataset as ds
 
     try:
-        return ds.dataset(str(path), format="parquet").to_table().to_pandas()
+        return ds.dataset(str(path), format=parquet_format()).to_table().to_pandas()
     except Exception as err:  # pyarrow raises several types for a file that is not Parquet
         raise TableError(f"{path}: cannot read as Parquet (or .csv): {err}") from None
+
+
+def parquet_format():
+    """pyarrow's Parquet format for datasets, verifying the pages' CRC checksums as it reads
+    (lensdask writes them, :data:`lensdask.formats.parquet.WRITE_OPTIONS`): a damaged page
+    fails the read instead of giving other values. Pages without a checksum are read as
+    they are."""
+    import pyarrow.dataset as ds
+
+    return ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    )
 
 
 def problem_message(path: str | Path, problems: Sequence[str], *, shown: int = 20) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lensdask.formats.files import atomic_path
+from lensdask.formats.files import atomic_path, parquet_format
 from lensdask.units import (
     commit_file,
     file_identity,
@@ -17,9 +17,36 @@ from lensdask.units import (
     staging_path,
 )
 
+WRITE_OPTIONS = {"compression": "zstd", "write_page_checksum": True}
+"""How lensdask writes Parquet: zstd, and a CRC checksum in every page, which every reader
+here verifies (:func:`read_file`, :func:`open_file`, :func:`open_dataset`)."""
+
 
 class CatalogError(OSError):
     """A Parquet dataset (a catalog, the targets, the scores) cannot be found or read."""
+
+
+def read_file(path: str | Path, **options: Any):
+    """``pyarrow.parquet.read_table`` of one file, verifying its page checksums."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, page_checksum_verification=True, **options)
+
+
+def open_file(path: str | Path, **options: Any):
+    """``pyarrow.parquet.ParquetFile`` of one file, verifying its page checksums."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, page_checksum_verification=True, **options)
+
+
+def open_dataset(files: Any):
+    """A pyarrow dataset of Parquet ``files`` (paths, or a folder), verifying page
+    checksums as it reads."""
+    import pyarrow.dataset as ds
+
+    paths = str(files) if isinstance(files, str | Path) else [str(file) for file in files]
+    return ds.dataset(paths, format=parquet_format())
 
 
 def dataset_files(path: str | Path, *, what: str = "catalog") -> list[Path]:
@@ -85,22 +112,39 @@ def dataset_parts(path: str | Path, *, what: str = "catalog") -> dict[Path, str]
 
 def read_rows(dataset: str | Path, ids: list[str], columns: list[str]):
     """The rows of a Parquet file or dataset whose ``ID`` is in ``ids``, as a DataFrame with
-    ``ID`` and those of ``columns`` the dataset has (the files of :func:`dataset_parts`)."""
+    ``ID`` and those of ``columns`` the dataset has (the files of :func:`dataset_parts`).
+
+    The rows are joined by ``ID``, so an ID must name one row: where several rows have one
+    of ``ids``, :class:`lensdask.formats.ids.DuplicateIDError` names them and their files.
+    """
     import pyarrow.dataset as ds
 
-    files = [str(file) for file in dataset_parts(dataset)]
-    data = ds.dataset(files, format="parquet")
+    from lensdask.formats.ids import DuplicateIDError, describe_repeats, repeated_ids
+
+    data = open_dataset(dataset_parts(dataset))
     present = [name for name in columns if name in data.schema.names]
     if "ID" not in data.schema.names:
         raise KeyError(f"{dataset}: no ID column")
     table = data.to_table(columns=["ID", *present], filter=ds.field("ID").isin(ids))
-    return table.to_pandas()
+    frame = table.to_pandas()
+    repeats = repeated_ids(frame["ID"])
+    if repeats:
+        files: dict[str, list[str]] = {key: [] for key in repeats}
+        for fragment in data.get_fragments():
+            found = fragment.to_table(columns=["ID"], filter=ds.field("ID").isin(list(repeats)))
+            for key in found["ID"].to_pylist():
+                files[key].append(Path(fragment.path).name)
+        raise DuplicateIDError(
+            f"{dataset}: {len(repeats)} ID(s) are in more than one row, so they cannot be "
+            f"joined by ID: {describe_repeats(files, where='in')}"
+        )
+    return frame
 
 
 def write_frame(frame: Any, path: str | Path) -> None:
     """Write a pandas DataFrame to one Parquet file atomically (without its index)."""
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        frame.to_parquet(tmp, index=False, **WRITE_OPTIONS)
 
 
 def commit_parquet(table: Any, root: Path, rel: str) -> int:
@@ -116,9 +160,9 @@ def commit_parquet(table: Any, root: Path, rel: str) -> int:
     pq.write_table(
         table,
         staged,
-        compression="zstd",
         row_group_size=1 << 20,
         use_dictionary=dictionary_columns(table),
+        **WRITE_OPTIONS,
     )
     written = pq.read_metadata(staged).num_rows
     if written != table.num_rows:

@@ -1,5 +1,10 @@
 """The scores (``scores.parquet``): one Parquet file per tile of the cutout store, with one
-row per cutout in the store's order, and completion markers under ``_units/``."""
+row per cutout in the store's order, and completion markers under ``_units/``.
+
+A cutout without any finite pixel in the model's band (off the image, or NaN and +-inf
+only) is not scored: its ``p_cnn`` is NaN and its ``nonfinite_fraction`` is 1. Readers count
+such rows apart (:func:`no_data`) and never take them for candidates.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,45 @@ from pathlib import Path
 
 import numpy as np
 
-from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_parts
+from lensdask.formats.parquet import CatalogError, commit_parquet, dataset_parts, read_file
 from lensdask.units import has_units
 
-SCORE_COLUMNS = ("ID", "THELI_NAME", "sample", "p_cnn", "model_id")
-"""Columns of a score file: the cutout's ID, tile and sample, its p_CNN and the model's id."""
+SCORE_COLUMNS = (
+    "ID",
+    "THELI_NAME",
+    "sample",
+    "p_cnn",
+    "model_id",
+    "nonfinite_fraction",
+    "bad_fraction",
+)
+"""Columns of a score file: the cutout's ID, tile and sample, its p_CNN (NaN: not scored,
+no finite pixel), the model's id, the fraction of the cutout's pixels in the model's band
+that are NaN or +-inf (float32; 1: no data), and the fraction that are non-finite, have
+zero weight or are flagged (float32; the cutout store's ``bad_fraction``)."""
+REQUIRED_COLUMNS = SCORE_COLUMNS[:5]
+"""The columns every score file has; ``nonfinite_fraction`` and ``bad_fraction`` may be
+missing from scores made elsewhere (then NaN when read: nothing known, every row has a
+``p_cnn``)."""
+
+
+def no_data(frame) -> np.ndarray:
+    """True for the rows of a score frame whose cutout had no finite pixel (not scored)."""
+    if "nonfinite_fraction" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return frame["nonfinite_fraction"].to_numpy(dtype=np.float64) >= 1.0
 
 
 def commit_tile_scores(
-    out: Path, tile: str, *, ids: np.ndarray, sample: np.ndarray, p_cnn: np.ndarray, model_id: str
+    out: Path,
+    tile: str,
+    *,
+    ids: np.ndarray,
+    sample: np.ndarray,
+    p_cnn: np.ndarray,
+    model_id: str,
+    nonfinite_fraction: np.ndarray,
+    bad_fraction: np.ndarray | None = None,
 ) -> tuple[str, int]:
     """Commit the score file of one tile, ``<out>/<tile>.parquet``, through the staging
     folder.
@@ -29,9 +64,14 @@ def commit_tile_scores(
     ids, sample : ndarray of str, shape (N,)
         The cutouts' IDs and samples, in the store's order.
     p_cnn : ndarray of float32, shape (N,)
-        Their scores.
+        Their scores; NaN for cutouts without any finite pixel.
     model_id : str
         The model that scored them.
+    nonfinite_fraction : ndarray of float32, shape (N,)
+        Fraction of NaN and +-inf pixels of each cutout in the model's band.
+    bad_fraction : ndarray of float32, shape (N,), optional
+        Fraction of non-finite, zero-weight or flagged pixels of each cutout in the model's
+        band (default: ``nonfinite_fraction``).
 
     Returns
     -------
@@ -50,6 +90,10 @@ def commit_tile_scores(
             "sample": pa.array(sample, pa.string()),
             "p_cnn": pa.array(p_cnn, pa.float32()),
             "model_id": pa.array([model_id] * n, pa.string()),
+            "nonfinite_fraction": pa.array(nonfinite_fraction, pa.float32()),
+            "bad_fraction": pa.array(
+                nonfinite_fraction if bad_fraction is None else bad_fraction, pa.float32()
+            ),
         }
     )
     rel = f"{tile}.parquet"
@@ -109,23 +153,28 @@ def score_files(scores: str | Path) -> dict[Path, str]:
 
 
 def read_score_file(path: str | Path):
-    """The :data:`SCORE_COLUMNS` of one score file, as a DataFrame.
+    """The :data:`SCORE_COLUMNS` of one score file, as a DataFrame (``nonfinite_fraction``
+    and ``bad_fraction`` NaN where the file has none).
 
     Raises
     ------
     KeyError
         If a score column is missing.
     ValueError
-        If a row has no ``p_cnn`` (the first rows are named).
+        If a row has no ``p_cnn`` and its cutout had finite pixels (the first rows are
+        named).
     """
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    missing = [name for name in SCORE_COLUMNS if name not in table.column_names]
+    table = read_file(path)
+    missing = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
     if missing:
         raise KeyError(f"{path}: missing score column(s) {', '.join(missing)}")
-    frame = table.select(list(SCORE_COLUMNS)).to_pandas()
-    if frame["p_cnn"].isna().any():
-        rows = np.flatnonzero(frame["p_cnn"].isna().to_numpy())[:5].tolist()
+    present = [name for name in SCORE_COLUMNS if name in table.column_names]
+    frame = table.select(present).to_pandas()
+    for name in ("nonfinite_fraction", "bad_fraction"):
+        if name not in frame:
+            frame[name] = np.float32(np.nan)
+    unscored = frame["p_cnn"].isna().to_numpy() & ~no_data(frame)
+    if unscored.any():
+        rows = np.flatnonzero(unscored)[:5].tolist()
         raise ValueError(f"{path}: p_cnn is missing in row(s) {rows}")
     return frame

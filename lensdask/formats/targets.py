@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from lensdask.formats.parquet import dataset_parts
+from lensdask.formats.ids import require_unique_ids
+from lensdask.formats.parquet import dataset_parts, open_dataset, read_file
 
 CUTOUT_COLUMNS = ("ID", "RAJ2000", "DECJ2000", "THELI_NAME", "sample")
 """Columns the cutouts are made from: ID, position (deg), tile and sample."""
@@ -50,7 +51,7 @@ def tile_sources(targets: str | Path) -> dict[str, dict[Path, str]]:
             tiles = {s.min for s in stats}
         else:
             tiles = set(
-                pc.unique(pq.read_table(path, columns=["THELI_NAME"])["THELI_NAME"]).to_pylist()
+                pc.unique(read_file(path, columns=["THELI_NAME"])["THELI_NAME"]).to_pylist()
             )
         for tile in tiles:
             sources[tile][path] = identity
@@ -63,7 +64,7 @@ def load_tile_targets(tile: str, sources: list[Path]):
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    dataset = ds.dataset([str(path) for path in sources], format="parquet")
+    dataset = open_dataset(sources)
     missing = [name for name in CUTOUT_COLUMNS if name not in dataset.schema.names]
     if missing:
         raise KeyError(f"{sources[0]}: missing column(s) {', '.join(missing)}")
@@ -82,9 +83,7 @@ def load_tile_targets(tile: str, sources: list[Path]):
 
 def read_positions(targets: str | Path):
     """:data:`POSITION_COLUMNS` of every target, as a DataFrame."""
-    import pyarrow.dataset as ds
-
-    data = ds.dataset(str(targets), format="parquet", exclude_invalid_files=True)
+    data = open_dataset(dataset_parts(targets, what="targets"))
     missing = [c for c in POSITION_COLUMNS if c not in data.schema.names]
     if missing:
         raise KeyError(f"{targets}: missing column(s) {', '.join(missing)}")
@@ -94,10 +93,10 @@ def read_positions(targets: str | Path):
 def read_truth(targets: str | Path):
     """The :data:`TRUTH_COLUMNS` the targets have, indexed by ``ID``; None when they have
     neither (targets of a real survey)."""
-    import pyarrow.dataset as ds
-
-    dataset = ds.dataset(Path(targets), format="parquet")
+    dataset = open_dataset(dataset_parts(targets, what="targets"))
     columns = [c for c in TRUTH_COLUMNS if c in dataset.schema.names]
     if not columns:
         return None
-    return dataset.to_table(columns=["ID", *columns]).to_pandas().set_index("ID")
+    frame = dataset.to_table(columns=["ID", *columns]).to_pandas()
+    require_unique_ids(frame, what=f"{targets}: targets")  # an index by ID
+    return frame.set_index("ID")

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from lensdask.formats.zarrs import CheckedArray, compressors
 from lensdask.units import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -94,15 +95,26 @@ def prepare_trainset(
             shape=(n, size, size),
             dtype="float32",
             chunks=(chunk, size, size),
-            compressors=None,
+            compressors=compressors(),
             dimension_names=("example", "y", "x"),
         )
-        group.create_array("label", shape=(n,), dtype="int8", chunks=(chunk,), fill_value=-1)
+        group.create_array(
+            "label",
+            shape=(n,),
+            dtype="int8",
+            chunks=(chunk,),
+            fill_value=-1,
+            compressors=compressors(),
+        )
         for name in TEXT_COLUMNS:
-            group.create_array(name, shape=(n,), dtype=str, chunks=(chunk,))
+            group.create_array(
+                name, shape=(n,), dtype=str, chunks=(chunk,), compressors=compressors()
+            )
         params = group.create_group("params", attributes={"columns": parameters})
         for name in parameters:
-            params.create_array(name, shape=(n,), dtype="float64", chunks=(chunk,))
+            params.create_array(
+                name, shape=(n,), dtype="float64", chunks=(chunk,), compressors=compressors()
+            )
 
 
 def write_batch_arrays(
@@ -185,9 +197,11 @@ class ChunkReader:
         import zarr
 
         group = zarr.open_group(str(Path(trainset) / split), mode="r")
-        self.images = group["images"]
+        # a damaged chunk names itself; the batch's marker has its SHA-256, so the next
+        # simulation remakes it
+        self.images = CheckedArray(group["images"], f"{Path(trainset) / split / 'images'}")
         self.labels = group["label"][:].astype(np.float32)
-        self.chunk = int(self.images.chunks[0])
+        self.chunk = int(group["images"].chunks[0])
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._size = cache
 

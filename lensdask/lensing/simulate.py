@@ -25,6 +25,7 @@ from lensdask.config import SimulateConfig
 from lensdask.formats.cutout_store import (
     complete_tiles,
     is_store,
+    read_bad_fraction,
     read_band_rows,
     read_tile_attrs,
     read_tile_columns,
@@ -80,7 +81,9 @@ def cutout_inventory(cutouts: str | Path, *, band: str, targets: str | Path | No
     Returns
     -------
     pandas.DataFrame
-        Columns ``ID``, ``tile``, ``row`` (index in the tile's group), ``kind``.
+        Columns ``ID``, ``tile``, ``row`` (index in the tile's group), ``kind`` and
+        ``bad_fraction`` (of non-finite, zero-weight and flagged pixels in ``band``;
+        :func:`leave_out_bad` drops the cutouts with too many).
 
     Raises
     ------
@@ -102,21 +105,42 @@ def cutout_inventory(cutouts: str | Path, *, band: str, targets: str | Path | No
         bands = list(read_tile_attrs(cutouts, tile)["bands"])
         if band not in bands:
             raise KeyError(f"{cutouts}/{tile}: no band {band!r} (has {bands})")
-        columns = read_tile_columns(cutouts, tile, ["ID", "sample", "edge", "nan_fraction"])
-        nan_fraction = columns["nan_fraction"][:, bands.index(band)]
+        columns = read_tile_columns(cutouts, tile, ["ID", "sample", "edge", "nonfinite_fraction"])
+        nonfinite_fraction = columns["nonfinite_fraction"][:, bands.index(band)]
+        bad = read_bad_fraction(cutouts, tile, fallback=columns["nonfinite_fraction"])
         frame = pd.DataFrame(
             {
                 "ID": columns["ID"].astype(object),
                 "tile": tile,
-                "row": np.arange(nan_fraction.size),
+                "row": np.arange(nonfinite_fraction.size),
                 "kind": columns["sample"].astype(object),
+                "bad_fraction": bad[:, bands.index(band)].astype(np.float64),
             }
         )
-        frames.append(frame[(nan_fraction == 0) & ~columns["edge"]])
+        frames.append(frame[(nonfinite_fraction == 0) & ~columns["edge"]])
     inventory = pd.concat(frames, ignore_index=True)
     if targets is not None:
         inventory = _apply_truth(inventory, Path(targets))
     return inventory.reset_index(drop=True)
+
+
+def leave_out_bad(inventory, *, max_bad_fraction: float):
+    """The cutouts of an inventory with at most ``max_bad_fraction`` bad pixels, and how
+    many of each kind were left out (a star's halo, missing data: neither a negative nor a
+    lens host).
+
+    Returns
+    -------
+    inventory : pandas.DataFrame
+        The rows kept, in order.
+    left_out : dict of str to int
+        Cutouts left out, by kind.
+    """
+    bad = inventory["bad_fraction"].to_numpy(dtype=np.float64) > max_bad_fraction
+    left_out = {
+        str(kind): int(n) for kind, n in inventory["kind"][bad].value_counts().sort_index().items()
+    }
+    return inventory[~bad].reset_index(drop=True), left_out
 
 
 def _apply_truth(inventory, targets: Path):
@@ -138,27 +162,25 @@ def _apply_truth(inventory, targets: Path):
     return inventory
 
 
-def _even_draw(pool, n: int, rng: np.random.Generator, *, what: str):
+def _even_draw(pool, n: int, rng: np.random.Generator, *, what: str, notes: list[str]):
     """``n`` rows of ``pool``, each used as evenly as possible (whole permutations first)."""
     if n == 0:
         return pool.iloc[:0]
     if len(pool) == 0:
         raise NoCutoutsError(f"no cutouts of {what} to draw {n} examples from")
     if n > len(pool):
-        logger.warning("simulate: %d %s examples from %d cutouts: reused", n, what, len(pool))
+        notes.append(f"{n} {what} examples from {len(pool)} cutouts: reused")
     repeats = -(-n // len(pool))
     order = np.concatenate([rng.permutation(len(pool)) for _ in range(repeats)])[:n]
     return pool.iloc[order]
 
 
-def _shares(config: SimulateConfig, available: dict[str, int]) -> dict[str, int]:
+def _shares(config: SimulateConfig, available: dict[str, int], notes: list[str]) -> dict[str, int]:
     """Number of negatives of each kind, from the mix restricted to available kinds."""
     mix = {kind: share for kind, share in config.negative_mix.items() if share > 0}
     missing = [kind for kind in mix if not available.get(kind)]
     if missing:
-        logger.warning(
-            "simulate: no cutouts of kind(s) %s; their share goes to the others", missing
-        )
+        notes.append(f"no cutouts of kind(s) {missing}; their share goes to the others")
     mix = {kind: share for kind, share in mix.items() if kind not in missing}
     if config.negatives and not mix:
         raise NoCutoutsError(f"none of the negative kinds {list(config.negative_mix)} has cutouts")
@@ -172,7 +194,7 @@ def _shares(config: SimulateConfig, available: dict[str, int]) -> dict[str, int]
     return counts
 
 
-def plan_trainset(inventory, *, config: SimulateConfig):
+def plan_trainset(inventory, *, config: SimulateConfig, notes: list[str] | None = None):
     """Which cutout each example comes from, its label and split (pure; seed-determined).
 
     Parameters
@@ -181,6 +203,10 @@ def plan_trainset(inventory, *, config: SimulateConfig):
         From :func:`cutout_inventory`.
     config : SimulateConfig
         Sizes, negative mix, validation fraction and seed.
+    notes : list of str, optional
+        Where to add what the plan had to make do with (cutouts reused, a negative kind
+        missing), for the caller to report where it makes the examples; without it they
+        are logged as warnings.
 
     Returns
     -------
@@ -196,6 +222,12 @@ def plan_trainset(inventory, *, config: SimulateConfig):
     """
     import pandas as pd
 
+    if notes is None:
+        notes = []
+        plan = plan_trainset(inventory, config=config, notes=notes)
+        for note in notes:
+            logger.warning("simulate: %s", note)
+        return plan
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, PLAN_STREAM]))
     lrg = inventory[inventory["kind"] == "LRG"]
     n_test = config.test_negatives or (-(-len(lrg) // 10) if config.test_positives else 0)
@@ -210,12 +242,12 @@ def plan_trainset(inventory, *, config: SimulateConfig):
     test_lrg, train_lrg = lrg.iloc[order[:n_test]], lrg.iloc[order[n_test:]]
 
     def rows(pool, n: int, label: int, what: str):
-        drawn = _even_draw(pool, n, rng, what=what)
+        drawn = _even_draw(pool, n, rng, what=what, notes=notes)
         return drawn.assign(label=np.int8(label), kind=drawn["kind"] if label == 0 else "lens")
 
     kinds = inventory["kind"]
     fit = [rows(train_lrg, config.positives, 1, "LRG lens hosts")]
-    counts = _shares(config, kinds.value_counts().to_dict())
+    counts = _shares(config, kinds.value_counts().to_dict(), notes)
     for kind, n in counts.items():
         pool = train_lrg if kind == "LRG" else inventory[kinds == kind]
         fit.append(rows(pool, n, 0, kind))
@@ -422,6 +454,8 @@ class TrainsetReport(UnitCounts):
     """Examples per split and kind (``lens`` for mock lenses)."""
     plot: Path | None
     units: UnitReport
+    left_out_bad: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Cutouts left out by kind, with more than ``max_bad_fraction`` bad pixels."""
 
 
 def simulate_lenses(
@@ -460,7 +494,17 @@ def simulate_lenses(
     """
     cutouts, out = Path(cutouts), Path(out)
     inventory = cutout_inventory(cutouts, band=config.band, targets=targets)
-    plan = plan_trainset(inventory, config=config)
+    inventory, left_out_bad = leave_out_bad(inventory, max_bad_fraction=config.max_bad_fraction)
+    if left_out_bad:
+        logger.info(
+            "simulate: left out %d cutouts with more than %.3g of bad pixels in %s (%s)",
+            sum(left_out_bad.values()),
+            config.max_bad_fraction,
+            config.band,
+            ", ".join(f"{n} {kind}" for kind, n in left_out_bad.items()),
+        )
+    notes: list[str] = []
+    plan = plan_trainset(inventory, config=config, notes=notes)
     first = read_tile_attrs(cutouts, inventory["tile"].iloc[0])
     pixel_scale = float(first["pixel_scale"][config.band])
     size = int(first["size"])
@@ -475,6 +519,7 @@ def simulate_lenses(
         "settings": settings,
         "plan_hash": plan_hash(plan),
         "counts": counts,
+        "left_out_bad": left_out_bad,
         "band": config.band,
         "size": size,
         "pixel_scale": pixel_scale,
@@ -510,6 +555,9 @@ def simulate_lenses(
         pixel_scale=pixel_scale,
         psf=load_psf(config, pixel_scale=pixel_scale),
     )
+    if report.results or report.failures:  # they describe batches made now
+        for note in notes:
+            logger.warning("simulate: %s", note)
     plot_path = None
     if not report.failures:
         from lensdask.lensing.figures import plot_examples
@@ -521,6 +569,7 @@ def simulate_lenses(
         counts=counts,
         plot=plot_path,
         units=report,
+        left_out_bad=left_out_bad,
     )
 
 
@@ -548,6 +597,12 @@ def run(
         parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
         outcome.lines.append(f"simulate: {split}: {parts}")
         outcome.counts[f"{split} examples"] = sum(kinds.values())
+    if report.left_out_bad:
+        parts = ", ".join(f"{n} {kind}" for kind, n in report.left_out_bad.items())
+        outcome.lines.append(
+            f"simulate: left out {sum(report.left_out_bad.values())} cutouts with more than "
+            f"{config.max_bad_fraction:g} bad pixels in {config.band}: {parts}"
+        )
     outcome.lines.append(
         f"simulate: {report.written} batches written, {report.skipped} already complete, "
         f"{len(report.units.failures)} failed -> {report.out}"

@@ -102,7 +102,7 @@ def _redshift(mag: np.ndarray, abs_mag: np.ndarray, *, k_slope: float) -> np.nda
     return np.interp(mag - abs_mag, apparent, cosmo.z)
 
 
-def _mag_error(mag: np.ndarray, depth: float) -> np.ndarray:
+def mag_error(mag: np.ndarray, depth: float) -> np.ndarray:
     """1-sigma magnitude error of a source of magnitude ``mag`` in a survey of 5-sigma ``depth``."""
     return np.hypot(0.01, 1.0857 / 5.0 * 10 ** (0.4 * (mag - depth)))
 
@@ -398,9 +398,9 @@ def _catalog_columns(
     g_r, r_i, z = intrinsic["TRUE_g_r"], intrinsic["TRUE_r_i"], intrinsic["TRUE_Z"]
     pos_angle = rng.uniform(0.0, 180.0, n)
     depths = {band.name: band.depth for band in config.bands}
-    err_r = _mag_error(mag, depths.get("r", 25.0))
-    err_g = _mag_error(mag + g_r, depths.get("g", 25.1))
-    err_i = _mag_error(mag - r_i, depths.get("i", 23.7))
+    err_r = mag_error(mag, depths.get("r", 25.0))
+    err_g = mag_error(mag + g_r, depths.get("g", 25.1))
+    err_i = mag_error(mag - r_i, depths.get("i", 23.7))
     colour_g_r = g_r + rng.normal(0, 1, n) * np.hypot(err_g, err_r)
     colour_r_i = r_i + rng.normal(0, 1, n) * np.hypot(err_r, err_i)
     nan = rng.random(n) < config.nan_colour_fraction

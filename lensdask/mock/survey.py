@@ -1,17 +1,24 @@
 """Write a mock survey: one Dask task per tile makes its catalog (and images) and commits it.
 
-Layout of the output folder ``OUT``::
+Layout of the output folder ``OUT`` (``layout: simple``, the default)::
 
     OUT/catalog/<tile>.parquet        the tile's sources, KiDS DR4 schema + truth columns
     OUT/images/<tile>_<band>.fits     tile images with a TAN WCS (with ``images: true``)
     OUT/lenses/<tile>.parquet         truth table of the lenses painted into the images
                                       (with ``lens_fraction`` or ``lens_bg_fraction`` > 0)
-    OUT/_units/<tile>.json            completion marker of the tile
+    OUT/_units/<tile>.json            completion marker of the tile, listing its files
     OUT/survey.json                   the configuration and the tiles
 
+``layout: kids-dr4`` writes the files as ESO distributes KiDS DR4 instead: FITS catalogs
+``OUT/catalogs/KiDS_DR4.0_<ra>_<dec>_ugriZYJHKs_cat.fits`` (no Parquet catalog), and
+``OUT/images/KiDS_DR4.0_<ra>_<dec>_<band>_{sci,wei,msk}.fits`` (image, weight map, flag
+map); ``compress`` tile-compresses the images as fpack does (``.fits.fz``). The names and
+formats are :mod:`lensdask.mock.layouts`.
+
 Tile ``k`` draws all its randomness from ``SeedSequence([seed, k])``, spawned into
-independent streams for the catalog, the image noise and the lenses, so the survey is the
-same for a given seed whatever the number of workers, a survey with lenses differs from
+independent streams for the catalog, the image noise, the lenses and the image defects
+(weight and flag maps), so the survey is the same for a given seed whatever the number of
+workers, both layouts hold the same sources and pixels, a survey with lenses differs from
 the one without only by its arcs (and the catalog's ``TRUE_LENS``), and a rerun rewrites
 only the tiles whose marker is missing or was made with another configuration.
 """
@@ -32,6 +39,7 @@ from lensdask.config import BandSpec, MockSurveyConfig
 from lensdask.formats.parquet import commit_parquet
 from lensdask.lensing.mocks import PEAK_RADIUS
 from lensdask.lensing.psf import moffat_psf
+from lensdask.mock.layouts import Stars, image_pattern, write_catalog, write_images
 from lensdask.mock.lenses import LensPlan, choose_lenses, lens_samples, plan_lenses
 from lensdask.mock.population import TYPES, colour_offset, draw_lrgs, draw_population
 from lensdask.mock.render import (
@@ -56,27 +64,26 @@ from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
     clear_marker,
-    commit_file,
     config_hash,
     ids_hash,
-    staging_path,
     write_marker,
 )
 
 logger = logging.getLogger(__name__)
 
 STAGE = "mock-survey"
-CATALOG_DIR = "catalog"
-IMAGES_DIR = "images"
 LENSES_DIR = "lenses"
-IMAGE_PATTERN = "{tile}_{band}.fits"
-"""File name of a tile image (the default of the cutout stage too)."""
 MOFFAT_BETA = 3.0
+KIDS_EXPTIME = {"u": 1000.0, "g": 900.0, "r": 1800.0, "i": 1200.0}
+"""Total exposure time of a KiDS coadd per band, s (4x250, 5x180, 5x360, 5x240)."""
 
 
 def tile_seeds(config: MockSurveyConfig, tile: Tile) -> tuple[np.random.SeedSequence, ...]:
-    """Independent seeds of a tile: (catalog, image noise, lenses)."""
-    return tuple(np.random.SeedSequence([config.seed, tile.index]).spawn(3))
+    """Independent seeds of a tile: (catalog, image noise, lenses, image defects).
+
+    Spawned children are numbered: a stream added at the end leaves the others, and so
+    the sources and pixels of a survey, as they were."""
+    return tuple(np.random.SeedSequence([config.seed, tile.index]).spawn(4))
 
 
 def tile_catalog(tile: Tile, *, config: MockSurveyConfig):
@@ -191,6 +198,17 @@ def _sky_angle(position_angle: np.ndarray) -> np.ndarray:
 def band_psf(band: BandSpec, *, config: MockSurveyConfig) -> np.ndarray:
     """The PSF image of ``band``: a Moffat profile of the band's seeing."""
     return moffat_psf(band.seeing, pixel_scale=config.pixel_scale, beta=MOFFAT_BETA)
+
+
+def tile_stars(catalog, tile: Tile, band: BandSpec, *, config: MockSurveyConfig) -> Stars:
+    """Pixel positions (0-based) and magnitudes in ``band`` of the tile's stars: what the
+    flag maps mask (:func:`lensdask.mock.layouts.flag_map`)."""
+    star = catalog["TRUE_TYPE"].to_numpy().astype(str) == "star"
+    wcs = tile_wcs(tile, size=config.image_size, pixel_scale=config.pixel_scale)
+    x, y = wcs.world_to_pixel_values(
+        catalog["RAJ2000"].to_numpy()[star], catalog["DECJ2000"].to_numpy()[star]
+    )
+    return Stars(x=x, y=y, mag=band_magnitudes(catalog, band.name)[star])
 
 
 def render_tile(
@@ -324,15 +342,25 @@ def tile_lenses(catalog, tile: Tile, *, config: MockSurveyConfig) -> tuple[LensP
 
 
 def image_header(tile: Tile, band: BandSpec, *, config: MockSurveyConfig):
-    """FITS header of a tile image: its WCS plus band, PSF, zero point and provenance."""
+    """FITS header of a tile image: its WCS plus tile, band, exposure time, PSF, zero point
+    and provenance, in the keywords of KiDS coadds (``OBJECT``, ``FILTER``, ``EXPTIME``,
+    ``MAGZERO``, ``SEEING``) and of ESO's Phase 3 products (``PSF_FWHM``, ``PHOTZP``,
+    ``ABMAGLIM``, ``PRODCATG``), so that a header scan recognises a renamed file."""
     wcs = tile_wcs(tile, size=config.image_size, pixel_scale=config.pixel_scale)
     header = wcs.to_header()
+    header["OBJECT"] = (tile.name, "tile")
     header["THELI_NA"] = (tile.name, "tile name (THELI_NAME)")
     header["FILTER"] = (band.name, "band")
+    if band.name in KIDS_EXPTIME:
+        header["EXPTIME"] = (KIDS_EXPTIME[band.name], "[s] total exposure time (KiDS)")
     header["SEEING"] = (band.seeing, "[arcsec] FWHM of the Moffat PSF")
+    header["PSF_FWHM"] = (band.seeing, "[arcsec] FWHM of the PSF")
     header["PSFBETA"] = (MOFFAT_BETA, "Moffat beta of the PSF")
     header["MAGZERO"] = (config.zeropoint, "[mag] AB magnitude of 1 count")
+    header["PHOTZP"] = (config.zeropoint, "[mag] AB magnitude of 1 count")
     header["DEPTH"] = (band.depth, "[mag] 5-sigma limit in a 2 arcsec aperture")
+    header["ABMAGLIM"] = (band.depth, "[mag] 5-sigma limit in a 2 arcsec aperture")
+    header["PRODCATG"] = "SCIENCE.IMAGE"
     header["PIXSCALE"] = (config.pixel_scale, "[arcsec/pixel]")
     header["BUNIT"] = "count"
     header["ORIGIN"] = f"lensdask {__version__} mock survey"
@@ -349,8 +377,9 @@ def write_tile(
     lineage: dict[str, str],
     config: MockSurveyConfig,
 ) -> dict[str, Any]:
-    """Make and commit one tile (unit ``unit`` = the tile's name): catalog Parquet, lens
-    truth table, images, then the completion marker.
+    """Make and commit one tile (unit ``unit`` = the tile's name): catalog, lens truth
+    table, images (with weight and flag maps in ``kids-dr4``), in the configured layout
+    (:mod:`lensdask.mock.layouts`), then the completion marker listing every file.
 
     Returns
     -------
@@ -358,15 +387,12 @@ def write_tile(
         ``rows`` and per-type counts of the tile's catalog, and ``lenses`` painted when
         lenses are configured.
     """
-    from astropy.io import fits
-
     out = Path(out)
     if unit != tile.name:
         raise ValueError(f"unit {unit!r} is not tile {tile.name!r}")
     clear_marker(out, unit)
     catalog = tile_catalog(tile, config=config)
-    rel = f"{CATALOG_DIR}/{tile.name}.parquet"
-    files = {rel: commit_parquet(catalog, out, rel)}
+    files = write_catalog(catalog, tile, out, config=config)
     counts: dict[str, int] = {}
     if config.images:
         plan = None
@@ -375,15 +401,21 @@ def write_tile(
             rel = f"{LENSES_DIR}/{tile.name}.parquet"
             files[rel] = commit_parquet(truth, out, rel)
             counts["lenses"] = truth.num_rows
-        rng = np.random.default_rng(tile_seeds(config, tile)[1])
+        seeds = tile_seeds(config, tile)
+        rng = np.random.default_rng(seeds[1])
+        defects = np.random.default_rng(seeds[3])
         for band in config.bands:
             image = render_tile(catalog, tile, band, config=config, rng=rng, lenses=plan)
-            name = IMAGE_PATTERN.format(tile=tile.name, band=band.name)
-            staged = staging_path(out, name)
-            fits.PrimaryHDU(image, header=image_header(tile, band, config=config)).writeto(staged)
-            rel = f"{IMAGES_DIR}/{name}"
-            commit_file(staged, out / rel)
-            files[rel] = (out / rel).stat().st_size
+            files |= write_images(
+                image,
+                tile,
+                band,
+                out,
+                config=config,
+                header=image_header(tile, band, config=config),
+                stars=tile_stars(catalog, tile, band, config=config),
+                rng=defects,
+            )
     types = catalog["TRUE_TYPE"].to_numpy().astype(str)
     counts |= {name: int((types == name).sum()) for name in TYPES}
     write_marker(
@@ -443,7 +475,8 @@ def make_mock_survey(
                 "config": dataclasses.asdict(config),
                 "config_hash": chash,
                 "tiles": [tile.name for tile in tiles],
-                "image_pattern": IMAGE_PATTERN,
+                "layout": config.layout,
+                "image_pattern": image_pattern(config),
             },
             indent=2,
         )

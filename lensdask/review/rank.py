@@ -23,6 +23,8 @@ import pandas as pd
 
 from lensdask.formats.files import TableError, problem_message
 from lensdask.formats.grades import GRADE_VALUES, GradeError, grade_problems
+from lensdask.formats.ids import require_unique_ids
+from lensdask.formats.parquet import WRITE_OPTIONS, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +177,7 @@ def write_ranking(table: pd.DataFrame, path: str | Path) -> Path:
             field.with_metadata({"description": COLUMN_INFO[field.name][1]})
             for field in arrow.schema
         ]
-        pq.write_table(arrow.cast(pa.schema(fields)), path)
+        pq.write_table(arrow.cast(pa.schema(fields)), path, **WRITE_OPTIONS)
     return path
 
 
@@ -192,7 +194,7 @@ def read_ranking(path: str | Path) -> pd.DataFrame:
 
         table = Table.read(path, format="ascii.ecsv").to_pandas()
     else:
-        table = pd.read_parquet(path)
+        table = read_file(path).to_pandas()
     missing = [name for name in RANKING_COLUMNS if name not in table.columns]
     if missing:
         raise TableError(f"{path}: not a ranking table, missing {', '.join(missing)}")
@@ -242,6 +244,7 @@ def latex_table(table: pd.DataFrame, candidates: pd.DataFrame | None = None) -> 
     if candidates is not None:
         extra = [name for _, _, name, _ in LATEX_COLUMNS if name in candidates.columns]
         extra = [name for name in extra if name not in good.columns]
+        require_unique_ids(candidates, column="candidate_id", what="candidates")
         good = good.merge(candidates[["candidate_id", *extra]], on="candidate_id", how="left")
     lines = [
         r"\begin{table*}",

@@ -43,6 +43,8 @@ from lensdask.formats.cutout_store import (
     tile_markers,
 )
 from lensdask.formats.files import atomic_path
+from lensdask.formats.ids import require_unique_ids
+from lensdask.formats.parquet import WRITE_OPTIONS, read_file
 from lensdask.runner import UnitCounts, UnitReport, run_stage, run_units
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
@@ -235,7 +237,7 @@ def stamp_tile(
         write_png(mono, staged / "mono" / f"{name}.png")
         rows.append((cid, tile, f"{tile}/colour/{name}.png", f"{tile}/mono/{name}.png", is_colour))
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-    index.to_parquet(staged / INDEX_FILE, index=False)
+    index.to_parquet(staged / INDEX_FILE, index=False, **WRITE_OPTIONS)
     final = out / tile
     commit_folder(staged, final)
     files = folder_files(out, final)
@@ -259,13 +261,23 @@ def read_stamp_index(stamps: str | Path) -> pd.DataFrame:
     """The stamps of every complete tile of a stamps folder (columns :data:`INDEX_COLUMNS`)."""
     stamps = Path(stamps)
     frames = [
-        pd.read_parquet(stamps / tile / INDEX_FILE)
+        read_file(stamps / tile / INDEX_FILE).to_pandas()
         for tile in planned_units(stamps)
         if (stamps / tile / INDEX_FILE).exists()
     ]
     if not frames:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in INDEX_COLUMNS})
-    return pd.concat(frames, ignore_index=True)
+    index = pd.concat(frames, ignore_index=True)
+    # joined with the candidates and rankings by candidate_id: one stamp per candidate
+    require_unique_ids(index, column="candidate_id", what=f"{stamps}: stamp index")
+    return index
+
+
+def bad_label(fraction: float) -> str:
+    """The label of a cutout with bad pixels on a contact sheet: ``bad 12%`` (at least
+    ``bad <1%`` for any)."""
+    percent = round(100 * fraction)
+    return "bad <1%" if percent < 1 else f"bad {percent}%"
 
 
 def sheet_pages(count: int, per_sheet: int) -> list[slice]:
@@ -282,7 +294,9 @@ def draw_sheet(
     rows: int,
     label: str,
 ) -> str:
-    """Draw one contact sheet: each entry ``(rank, candidate_id, score, png)`` as a panel.
+    """Draw one contact sheet: each entry ``(rank, candidate_id, score, png)`` as a panel,
+    or ``(rank, candidate_id, score, png, bad_fraction)``: a cutout with bad pixels
+    (non-finite, zero weight, flagged) is labelled ``bad 12%`` under its score.
 
     The sheet goes to ``folder/<name>.png`` where ``name`` is ``sheet_<first rank>``;
     written beside and moved into place.
@@ -296,10 +310,21 @@ def draw_sheet(
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, (rank, cid, score, png) in zip(axes.flat, entries, strict=False):
+    for ax, (rank, cid, score, png, *rest) in zip(axes.flat, entries, strict=False):
         with Image.open(stamps / png) as image:
             ax.imshow(np.asarray(image.convert("RGB")), interpolation="nearest")
         ax.set_title(f"#{rank} {cid}\n{label} = {score:.3f}", fontsize=6.5)
+        bad = rest[0] if rest else float("nan")
+        if bad > 0:  # NaN: not known
+            ax.text(
+                0.03,
+                0.03,
+                bad_label(bad),
+                transform=ax.transAxes,
+                fontsize=6,
+                color="yellow",
+                backgroundcolor="black",
+            )
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.05, hspace=0.3)
     final = folder / f"{name}.png"
     with atomic_path(final) as tmp:
@@ -321,7 +346,8 @@ def make_sheets(
     Parameters
     ----------
     ranked : pandas.DataFrame
-        ``candidate_id``, ``score`` and ``colour_png``, in ranked order (best first).
+        ``candidate_id``, ``score`` and ``colour_png``, in ranked order (best first), and
+        optionally ``bad_fraction`` (labelled on the sheets where above 0).
     stamps : path
         The stamps folder; sheets go to ``stamps/sheets`` (old sheets are removed).
     label : str
@@ -345,10 +371,11 @@ def make_sheets(
         old.unlink()
     if config.sheet_limit is not None:
         ranked = ranked.iloc[: config.sheet_limit]
+    bad = ranked["bad_fraction"] if "bad_fraction" in ranked else [float("nan")] * len(ranked)
     entries = [
-        (rank, cid, float(score), png)
-        for rank, (cid, score, png) in enumerate(
-            zip(ranked["candidate_id"], ranked["score"], ranked["colour_png"], strict=True),
+        (rank, cid, float(score), png, float(fraction))
+        for rank, (cid, score, png, fraction) in enumerate(
+            zip(ranked["candidate_id"], ranked["score"], ranked["colour_png"], bad, strict=True),
             start=1,
         )
     ]
@@ -524,6 +551,9 @@ def sheet_order(
         order = order.sort_values("score", ascending=False, kind="stable", na_position="last")
         label = "p_CNN"
     ranked = order.merge(index[["candidate_id", "colour_png"]], on="candidate_id", how="inner")
+    if "bad_fraction" in candidates:
+        bad = candidates[["candidate_id", "bad_fraction"]].drop_duplicates("candidate_id")
+        ranked = ranked.merge(bad, on="candidate_id", how="left")
     if len(ranked) < len(order):
         logger.warning(
             "contact sheets: %d of %d ranked candidates have no stamp and are left out",

@@ -6,9 +6,12 @@ candidates (``p_cnn`` above the sample's threshold: 0.75 for LRGs and 0.98 for B
 default, as Li et al. 2020). It writes
 
 - ``candidates.parquet``: the candidates by decreasing ``p_cnn`` with the score columns
-  (``ID``, ``THELI_NAME``, ``sample``, ``p_cnn``, ``model_id``) and, given the targets,
+  (``ID``, ``THELI_NAME``, ``sample``, ``p_cnn``, ``model_id`` and, where the scores have
+  them, ``nonfinite_fraction`` and ``bad_fraction``) and, given the targets,
   ``RAJ2000``, ``DECJ2000``, ``MAG_AUTO`` and ``Z_B``;
-- ``candidates_summary.json``: per sample the targets scored, candidates and fraction;
+- ``candidates_summary.json``: per sample the targets scored, candidates and fraction, and
+  the targets not scored for want of a finite pixel in their cutout (``no_data``: their
+  ``p_cnn`` is NaN and they are never candidates);
 - ``candidates_p_cnn.png``: the ``p_cnn`` distributions of both samples on a log scale
   (the reference run's Figure 4);
 - with a truth table of injected lenses (a mock survey's ``lenses/``), the completeness by
@@ -30,8 +33,9 @@ from lensdask.config import CandidateConfig
 from lensdask.formats.candidates import write_candidates
 from lensdask.formats.cutout_store import tile_markers
 from lensdask.formats.files import write_json_atomic
+from lensdask.formats.ids import require_unique_ids
 from lensdask.formats.parquet import read_rows
-from lensdask.formats.scores import read_score_file, resolve_scores, score_files
+from lensdask.formats.scores import no_data, read_score_file, resolve_scores, score_files
 from lensdask.formats.targets import DESCRIPTION_COLUMNS
 from lensdask.runner import UnitReport, run_units
 from lensdask.score.thresholds import candidate_mask
@@ -51,15 +55,25 @@ def scan_scores(path: str | Path, *, thresholds: dict[str, float]) -> dict[str, 
     Returns
     -------
     dict
-        ``counts`` and ``hist`` by sample, ``candidates`` (DataFrame of the score columns).
+        ``counts`` (rows with a ``p_cnn``), ``no_data`` (rows without: cutouts without a
+        finite pixel) and ``hist`` by sample, ``candidates`` (DataFrame of the score
+        columns).
     """
     frame = read_score_file(path)
+    empty = no_data(frame)
     counts, hist = {}, {}
-    for sample, part in frame.groupby("sample", sort=True):
+    missing = {str(sample): int(n) for sample, n in frame["sample"][empty].value_counts().items()}
+    scored = frame[~empty]
+    for sample, part in scored.groupby("sample", sort=True):
         counts[str(sample)] = len(part)
         hist[str(sample)] = np.histogram(part["p_cnn"], bins=HIST_BINS)[0].tolist()
-    chosen = candidate_mask(frame["sample"].to_numpy(), frame["p_cnn"].to_numpy(), thresholds)
-    return {"counts": counts, "hist": hist, "candidates": frame[chosen].reset_index(drop=True)}
+    chosen = candidate_mask(scored["sample"].to_numpy(), scored["p_cnn"].to_numpy(), thresholds)
+    return {
+        "counts": counts,
+        "no_data": missing,
+        "hist": hist,
+        "candidates": scored[chosen].reset_index(drop=True),
+    }
 
 
 @dataclass
@@ -117,6 +131,7 @@ def select_candidates(
     known: str | Path | None = None,
     model_id: str | None = None,
     cutouts: str | Path | None = None,
+    catalog: str | Path | None = None,
     progress: bool = True,
 ) -> CandidateReport:
     """Pick the candidates from the scores and measure what is known about them.
@@ -147,6 +162,9 @@ def select_candidates(
     cutouts : path, optional
         The cutout store the scores must have been made from: scores of other cutouts are
         refused, and tiles without scores are reported in ``problems``.
+    catalog : path, optional
+        The catalog the targets were selected from: a known lens on a catalog source that
+        is not a target is reported as not selected.
     progress : bool
         Show a progress bar over score files.
 
@@ -181,29 +199,38 @@ def select_candidates(
     )
     results = [units.results[path.stem] for path in files if path.stem in units.results]
     counts: dict[str, int] = {}
+    empty: dict[str, int] = {}
     hist: dict[str, np.ndarray] = {}
     for result in results:
         for sample, n in result["counts"].items():
             counts[sample] = counts.get(sample, 0) + n
             hist[sample] = hist.get(sample, 0) + np.asarray(result["hist"][sample])
+        for sample, n in result["no_data"].items():
+            empty[sample] = empty.get(sample, 0) + n
     frames = [result["candidates"] for result in results]
     chosen = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(chosen):  # a candidate is named by its ID from here on
+        require_unique_ids(chosen, what=f"{scores}: candidates (score files of several tiles)")
     if chosen.empty:
         chosen = pd.DataFrame({name: pd.Series(dtype=object) for name in ("ID", "sample")})
         chosen["p_cnn"] = pd.Series(dtype=np.float32)
     if targets is not None and len(chosen):
+        # one row per candidate: read_rows refuses IDs that several targets share
         extra = read_rows(targets, chosen["ID"].tolist(), list(DESCRIPTION_COLUMNS))
-        chosen = chosen.merge(extra.drop_duplicates("ID"), on="ID", how="left")
+        chosen = chosen.merge(extra, on="ID", how="left", validate="many_to_one")
     chosen = write_candidates(chosen, out)
     summary: dict[str, Any] = {
         "samples": {
             sample: {
-                "scored": counts[sample],
+                "scored": counts.get(sample, 0),
                 "candidates": int((chosen["sample"] == sample).sum()),
-                "fraction": float((chosen["sample"] == sample).sum() / counts[sample]),
+                "fraction": float((chosen["sample"] == sample).sum() / counts[sample])
+                if counts.get(sample)
+                else 0.0,
                 "threshold": config.thresholds.get(sample),
+                "no_data": empty.get(sample, 0),
             }
-            for sample in sorted(counts)
+            for sample in sorted(set(counts) | set(empty))
         },
         "model_id": sorted(set(chosen["model_id"])) if "model_id" in chosen else [],
         "score_files": len(files),
@@ -236,7 +263,9 @@ def select_candidates(
     if known is not None:
         from lensdask.score.recovery import recover_known
 
-        recovery = recover_known(known, scores, config=config, targets=targets, stem=stem)
+        recovery = recover_known(
+            known, scores, config=config, targets=targets, stem=stem, catalog=catalog
+        )
         summary["known"] = recovery.summary
         report.files.update(recovery.files)
     summary_path = Path(f"{stem}_summary.json")
@@ -264,6 +293,7 @@ def run(
         known=config.known,
         model_id=read_card(model)["model_id"] if model is not None else None,
         cutouts=io.optional("cutouts"),
+        catalog=io.optional("catalog"),
         progress=progress,
     )
     summary = report.summary
@@ -274,9 +304,14 @@ def run(
         outcome.counts[f"{sample} candidates"] = (
             f"{entry['candidates']} of {entry['scored']} ({100 * entry['fraction']:.2f}%)"
         )
+        no_image = (
+            f"; {entry['no_data']} {sample} cutouts without a finite pixel were not scored"
+            if entry.get("no_data")
+            else ""
+        )
         outcome.lines.append(
             f"candidates: {sample}: {entry['candidates']} of {entry['scored']} with p_cnn > "
-            f"{entry['threshold']} ({100 * entry['fraction']:.3f}%)"
+            f"{entry['threshold']} ({100 * entry['fraction']:.3f}%){no_image}"
         )
     if "completeness" in summary:
         c = summary["completeness"]

@@ -6,10 +6,22 @@ then runs one task per complete tile of the cutout store. A task reads its tile'
 chunk by chunk (the next chunk is read in a background thread while the model works on the
 current one), applies the normalisation the model card names, predicts in batches of one
 fixed size, and commits ``<out>/<tile>.parquet`` (``ID``, ``THELI_NAME``, ``sample``,
-``p_cnn``, ``model_id``: one row per cutout, in the store's order) with its completion
-marker. The marker records the hash of the IDs, which must equal the cutout tile's: no row
-is lost or duplicated, and :func:`check_scores` verifies it for the whole store at the end.
+``p_cnn``, ``model_id``, ``nonfinite_fraction`` and ``bad_fraction``, the store's fraction
+of non-finite, zero-weight or flagged pixels: one row per cutout, in the store's order)
+with its completion marker. A cutout without any finite pixel in the model's band is never
+given to the network: its ``p_cnn`` is NaN, its ``nonfinite_fraction`` 1, and it is counted
+per sample (``no_data``). The marker records the hash of the IDs, which must equal the
+cutout tile's: no row is lost or duplicated, and :func:`check_scores` verifies it for the
+whole store at the end.
 A rerun skips tiles scored with the same model from the same cutouts.
+
+Before any task, every tile's pixel scale in the model's band is compared with the card's
+``pixel_scale``: tiles that differ by more than 1% are refused (:func:`plan_resampling`),
+or with ``score.resample`` their stamps are resampled flux-conservingly to the model's scale
+and input size (:mod:`lensdask.score.resample`) before normalising; their
+``nonfinite_fraction`` is then that of the resampled stamps the network saw, and their
+lineage records the resampling, so that a tile resampled otherwise (or no longer) is
+scored again.
 """
 
 from __future__ import annotations
@@ -17,9 +29,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +40,15 @@ import numpy as np
 from lensdask.config import ScoreConfig
 from lensdask.formats.cutout_store import (
     open_band,
+    read_bad_fraction,
     read_store_attrs,
+    read_tile_attrs,
     read_tile_columns,
     tile_markers,
 )
-from lensdask.formats.scores import commit_tile_scores
+from lensdask.formats.scores import SCORE_COLUMNS, commit_tile_scores
 from lensdask.runner import UnitCounts, UnitReport, run_stage
+from lensdask.score.resample import METHOD
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
     Marker,
@@ -78,6 +93,8 @@ def score_tile(
     model_id: str,
     band: str,
     config: ScoreConfig,
+    resample_from: Mapping[str, float] | None = None,
+    model_scale: float | None = None,
 ) -> dict[str, Any]:
     """Score the cutouts of tile ``unit`` and commit ``<out>/<tile>.parquet``.
 
@@ -97,13 +114,19 @@ def score_tile(
         The band the model was trained on.
     config : ScoreConfig
         Batch size, read chunk, mixed precision.
+    resample_from : mapping of str to float, arcsec/px, optional
+        The tiles whose stamps are resampled to ``model_scale`` (arcsec/px) and the
+        model's input size before scoring (:func:`lensdask.score.resample.resample_stamps`),
+        with their pixel scale; other tiles are scored as they are.
 
     Returns
     -------
     dict
-        ``rows``, ``per_sample`` counts and ``seconds`` spent.
+        ``rows``, ``per_sample`` counts, ``no_data`` (cutouts without a finite pixel, not
+        scored) per sample, ``resampled_from`` (the stamps' pixel scale where they were
+        resampled, else None) and ``seconds`` spent.
     """
-    from lensdask.normalise import normalise_stamps
+    from lensdask.normalise import nonfinite_fraction, normalise_stamps
     from lensdask.score.resident import load_resident, worker_threads
 
     began = time.perf_counter()
@@ -111,22 +134,46 @@ def score_tile(
     clear_marker(out, tile)
     resident = load_resident(model_dir, model_id, config=config, threads=worker_threads())
     columns = read_tile_columns(cutouts, tile, ["ID", "sample"])
+    bands = list(read_tile_attrs(cutouts, tile)["bands"])
+    bad = read_bad_fraction(cutouts, tile)[:, bands.index(band)]  # of the stamps as cut out
     ids = np.asarray(columns["ID"], dtype=object)
     sample = np.asarray(columns["sample"], dtype=object)
     images = open_band(cutouts, tile, band)
     if images.shape[0] != ids.size:
         raise OSError(f"{cutouts}/{tile}: {images.shape[0]} {band} cutouts for {ids.size} IDs")
+    from_scale = (resample_from or {}).get(tile)
+    if from_scale is not None:
+        from lensdask.score.resample import resample_stamps
+
+        size = int(resident.card["input_shape"][0])
     step = -(-config.read_chunk // resident.batch_size) * resident.batch_size
-    p_cnn = np.empty(ids.size, dtype=np.float32)
+    p_cnn = np.full(ids.size, np.nan, dtype=np.float32)
+    nonfinite = np.ones(ids.size, dtype=np.float32)
     for start, chunk in prefetched_chunks(images, step):
-        p_cnn[start : start + chunk.shape[0]] = resident.predict(normalise_stamps(chunk))
+        stop = start + chunk.shape[0]
+        if from_scale is not None:
+            chunk = resample_stamps(chunk, from_scale=from_scale, to_scale=model_scale, size=size)
+        nonfinite[start:stop] = fraction = nonfinite_fraction(chunk)
+        has_data = fraction < 1  # a stamp without a finite pixel is not an image
+        if has_data.all():
+            p_cnn[start:stop] = resident.predict(normalise_stamps(chunk))
+        elif has_data.any():
+            p_cnn[start:stop][has_data] = resident.predict(normalise_stamps(chunk[has_data]))
     written = ids_hash(ids.tolist())
     if written != cutout_ids_hash:
         raise OSError(f"{cutouts}/{tile}: its IDs changed since the tile was cut out")
     rel, size = commit_tile_scores(
-        out, tile, ids=ids, sample=sample, p_cnn=p_cnn, model_id=model_id
+        out,
+        tile,
+        ids=ids,
+        sample=sample,
+        p_cnn=p_cnn,
+        model_id=model_id,
+        nonfinite_fraction=nonfinite,
+        bad_fraction=np.maximum(bad, nonfinite),
     )
     per_sample = {str(k): int(n) for k, n in Counter(sample.tolist()).items()}
+    no_data = {str(k): int(n) for k, n in Counter(sample[nonfinite >= 1].tolist()).items()}
     seconds = time.perf_counter() - began
     write_marker(
         out,
@@ -137,10 +184,22 @@ def score_tile(
             config_hash=chash,
             inputs=lineage,
             files={rel: size},
-            extra={"per_sample": per_sample, "model_id": model_id, "device": resident.device},
+            extra={
+                "per_sample": per_sample,
+                "no_data": no_data,
+                "model_id": model_id,
+                "device": resident.device,
+                "resampled_from": from_scale,
+            },
         ),
     )
-    return {"rows": int(ids.size), "per_sample": per_sample, "seconds": seconds}
+    return {
+        "rows": int(ids.size),
+        "per_sample": per_sample,
+        "no_data": no_data,
+        "resampled_from": from_scale,
+        "seconds": seconds,
+    }
 
 
 def check_scores(out: str | Path, cutouts: str | Path) -> list[str]:
@@ -165,6 +224,108 @@ def check_scores(out: str | Path, cutouts: str | Path) -> list[str]:
     return problems
 
 
+def _tiles_named(tiles: list[str], *, first: int = 3) -> str:
+    """``"5 tiles (A, B, C and 2 more)"``."""
+    shown = ", ".join(tiles[:first])
+    more = f" and {len(tiles) - first} more" if len(tiles) > first else ""
+    return f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} ({shown}{more})"
+
+
+def card_pixel_scale(card: dict[str, Any], band: str) -> float | None:
+    """arcsec/px: the pixel scale of the stamps the model was made for (its card's
+    ``pixel_scale``, a number or one per band), None where the card records none."""
+    scale = card.get("pixel_scale")
+    if isinstance(scale, Mapping):
+        scale = scale.get(band)
+    return None if scale is None else float(scale)
+
+
+def plan_resampling(
+    cutouts: Path,
+    tiles: list[str],
+    card: dict[str, Any],
+    *,
+    model_dir: Path,
+    band: str,
+    config: ScoreConfig,
+) -> dict[str, float]:
+    """The tiles whose stamps the model cannot take at their pixel scale, to be resampled.
+
+    A tile's stamps fit the model when their pixel scale in the model's ``band`` (the tile
+    group's ``pixel_scale``) is within 1% of the card's ``pixel_scale``
+    (:func:`lensdask.score.resample.scale_differs`).
+
+    Returns
+    -------
+    dict of str to float, arcsec/px
+        The tiles that differ, with their pixel scale: empty when all fit (or when the card
+        records no pixel scale, as cards of models made before it did; a warning says so).
+
+    Raises
+    ------
+    lensdask.formats.model_dir.ModelError
+        If tiles differ and ``config.resample`` is off, naming the tiles and the scales; if
+        a tile records no pixel scale; if ``config.resample`` is on and the card records
+        none; or if resampled stamps would not cover the model's field.
+    """
+    from lensdask.formats.cutout_store import read_tile_attrs
+    from lensdask.formats.model_dir import ModelError
+    from lensdask.score.resample import SCALE_TOLERANCE, scale_differs
+
+    model_scale = card_pixel_scale(card, band)
+    if model_scale is None:
+        if config.resample:
+            raise ModelError(
+                f"{model_dir}: card.json records no pixel_scale, so score.resample has no "
+                "scale to resample the stamps to"
+            )
+        logger.warning(
+            "score: the card of %s records no pixel_scale: the stamps' pixel scale is not "
+            "checked against the model's",
+            model_dir,
+        )
+        return {}
+    scales: dict[str, float | None] = {}
+    for tile in tiles:
+        scale = (read_tile_attrs(cutouts, tile).get("pixel_scale") or {}).get(band)
+        scales[tile] = None if scale is None else float(scale)
+    unknown = [tile for tile, scale in scales.items() if scale is None]
+    if unknown:
+        raise ModelError(
+            f"{cutouts}: {_tiles_named(unknown)} record no {band}-band pixel_scale; the model "
+            f'{model_dir} takes {model_scale:.4g}"/px stamps'
+        )
+    differ = {tile: scale for tile, scale in scales.items() if scale_differs(scale, model_scale)}
+    if differ and not config.resample:
+        groups: dict[float, list[str]] = {}
+        for tile, scale in differ.items():
+            groups.setdefault(scale, []).append(tile)
+        found = "; ".join(
+            f'{_tiles_named(names)} have {band}-band stamps of {scale:.4g}"/px'
+            for scale, names in sorted(groups.items())
+        )
+        raise ModelError(
+            f'{cutouts}: {found}; the model {model_dir} takes {model_scale:.4g}"/px (its '
+            f"card's pixel_scale, within {SCALE_TOLERANCE:.0%}): score them with a model made "
+            "for their scale, or resample them (score.resample, --resample)"
+        )
+    height = int(card["input_shape"][0])
+    size = read_store_attrs(cutouts).get("size")
+    short = [
+        tile
+        for tile, scale in differ.items()
+        if size is not None and size * scale < height * model_scale * (1 - SCALE_TOLERANCE)
+    ]
+    if short:
+        raise ModelError(
+            f"{cutouts}: the {size}x{size} px stamps of {_tiles_named(short)} cover "
+            f'{size * differ[short[0]]:.4g}" a side; the model {model_dir} takes '
+            f'{height * model_scale:.4g}" ({height} px of {model_scale:.4g}"): resampled, '
+            "they would leave its edges empty"
+        )
+    return differ
+
+
 @dataclass(frozen=True)
 class ScoreReport(UnitCounts):
     """Outcome of :func:`score_cutouts`."""
@@ -176,9 +337,34 @@ class ScoreReport(UnitCounts):
     """Cutouts scored now."""
     per_sample: dict[str, int]
     """Cutouts scored now, by sample."""
+    no_data: dict[str, int]
+    """Cutouts of those without any finite pixel in the model's band, by sample: not given
+    to the network, their ``p_cnn`` is NaN."""
     problems: list[str]
     """Tiles whose scores do not match the cutout store (see :func:`check_scores`)."""
     units: UnitReport
+    resampled: dict[str, float] = field(default_factory=dict)
+    """Tiles of the store whose stamps are scored resampled to ``model_scale``, with their
+    own pixel scale (arcsec/px) (``score.resample``)."""
+    model_scale: float | None = None
+    """arcsec/px: the model card's pixel scale (None where the card records none)."""
+
+    @property
+    def resampled_now(self) -> int:
+        """Tiles scored by this run from resampled stamps."""
+        return sum(1 for tile in self.units.results if tile in self.resampled)
+
+    def resampled_summary(self) -> str | None:
+        """One sentence on the tiles resampled (None where none is)."""
+        if not self.resampled:
+            return None
+        groups = Counter(self.resampled.values())
+        scales = ", ".join(f'{n} from {scale:.4g}"/px' for scale, n in sorted(groups.items()))
+        return (
+            f"{len(self.resampled)} of {self.tiles} tiles resampled ({scales}) to the model's "
+            f'{self.model_scale:.4g}"/px, flux-conserving (reproject), {self.resampled_now} '
+            "of them scored now"
+        )
 
 
 def score_cutouts(
@@ -237,21 +423,37 @@ def score_cutouts(
             f"{model_dir}: the model was trained on the {band} band; {cutouts} has "
             f"{root.get('bands')}"
         )
+    # tiles of another pixel scale are refused, or resampled to the model's scale and size
+    resample_from = plan_resampling(
+        cutouts, sorted(markers), card, model_dir=model_dir, band=band, config=config
+    )
+    model_scale = card_pixel_scale(card, band)
     size = root.get("size")
-    if size is not None and list(card["input_shape"][:2]) != [size, size]:
+    if (
+        size is not None
+        and list(card["input_shape"][:2]) != [size, size]
+        and len(resample_from) < len(markers)
+    ):
         raise ModelError(
             f"{model_dir}: the model takes {card['input_shape'][:2]} px stamps; {cutouts} "
             f"holds {size}x{size}"
         )
     inputs = {tile: marker.ids_hash for tile, marker in markers.items()}
     chash = config_hash(
-        {"model_id": model_id, "band": band, "normalisation": card.get("normalisation")}
+        {
+            "model_id": model_id,
+            "band": band,
+            "normalisation": card.get("normalisation"),
+            "columns": list(SCORE_COLUMNS),  # tiles scored into another layout are redone
+        }
     )
     # a tile is scored again when its cutouts changed
     lineage = {
         tile: {"cutouts": marker_digest(marker), "model": model_id}
         for tile, marker in markers.items()
     }
+    for tile, scale in resample_from.items():  # and when it is resampled, or no longer
+        lineage[tile]["resample"] = f"{METHOD} from {scale!r} to {model_scale!r} arcsec/px"
     report = run_stage(
         client,
         score_tile,
@@ -269,32 +471,47 @@ def score_cutouts(
         model_id=model_id,
         band=band,
         config=config,
+        resample_from=resample_from,
+        model_scale=model_scale,
     )
     problems = check_scores(out, cutouts)
     per_sample: dict[str, int] = {}
     for result in report.results.values():
         for sample, n in result["per_sample"].items():
             per_sample[sample] = per_sample.get(sample, 0) + n
+    no_data: dict[str, int] = {}
+    for result in report.results.values():
+        for sample, n in result.get("no_data", {}).items():
+            no_data[sample] = no_data.get(sample, 0) + n
     rows = sum(result["rows"] for result in report.results.values())
     logger.info(
-        "score: %d tiles scored, %d skipped (complete), %d failed; %d cutouts scored with model %s",
+        "score: %d tiles scored, %d skipped (complete), %d failed; %d cutouts scored with "
+        "model %s; %d without any finite pixel in the %s band, not scored (p_cnn NaN)",
         len(report.results),
         len(report.skipped),
         len(report.failures),
         rows,
         model_id,
+        sum(no_data.values()),
+        band,
     )
     for problem in problems:
         logger.error("score: %s", problem)
-    return ScoreReport(
+    result = ScoreReport(
         out=out,
         model_id=model_id,
         tiles=len(inputs),
         rows=rows,
         per_sample=per_sample,
+        no_data=no_data,
         problems=problems,
         units=report,
+        resampled=resample_from,
+        model_scale=model_scale,
     )
+    if resample_from:
+        logger.info("score: %s", result.resampled_summary())
+    return result
 
 
 def run(config: ScoreConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
@@ -313,14 +530,26 @@ def run(config: ScoreConfig, io: StageIO, *, client: Any, progress: bool = True)
         progress=progress,
     )
     parts = ", ".join(f"{n} {sample}" for sample, n in sorted(report.per_sample.items()))
+    lines = [
+        f"score: {report.rows} cutouts scored now ({parts or 'none'}) in {report.written} "
+        f"tiles, {report.skipped} tiles already scored, {len(report.units.failures)} "
+        f"failed; model {report.model_id} -> {report.out}"
+    ]
+    counts: dict[str, Any] = {"cutouts scored now": report.rows}
+    if report.resampled:
+        counts["tiles resampled to the model's pixel scale"] = len(report.resampled)
+        lines.append(f"score: {report.resampled_summary()}")
+    if any(report.no_data.values()):
+        empty = ", ".join(f"{n} {sample}" for sample, n in sorted(report.no_data.items()))
+        counts["cutouts without data (p_cnn NaN)"] = sum(report.no_data.values())
+        lines.append(
+            f"score: {sum(report.no_data.values())} of those cutouts ({empty}) have no finite "
+            "pixel in the model's band: not scored (p_cnn NaN, nonfinite_fraction 1)"
+        )
     return StageOutcome(
         reports=[report.units],
         outputs={"scores": report.out},
-        counts={"cutouts scored now": report.rows},
+        counts=counts,
         problems=list(report.problems),
-        lines=[
-            f"score: {report.rows} cutouts scored now ({parts or 'none'}) in {report.written} "
-            f"tiles, {report.skipped} tiles already scored, {len(report.units.failures)} "
-            f"failed; model {report.model_id} -> {report.out}"
-        ],
+        lines=lines,
     )

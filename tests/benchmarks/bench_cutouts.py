@@ -230,7 +230,7 @@ def kernel_steps(targets: Path, images: Path, tile: str, workdir: Path) -> dict[
     table = load_tile_targets(tile, sources)
     steps["read targets"] = time.perf_counter() - start
     start = time.perf_counter()
-    hdul, image, wcs = open_image(images / f"{tile}_r.fits", hdu=0)
+    hdul, image, wcs, _ = open_image(images / f"{tile}_r.fits", hdu=0)
     steps["open FITS + WCS"] = time.perf_counter() - start
     start = time.perf_counter()
     x, y = sky_to_pixel(table["RAJ2000"].to_numpy(), table["DECJ2000"].to_numpy(), wcs)
@@ -247,7 +247,7 @@ def kernel_steps(targets: Path, images: Path, tile: str, workdir: Path) -> dict[
     write_tile_group(
         folder,
         {"r": stamps.data},
-        {"ID": ids, "edge": stamps.edge, "nan_fraction": stamps.nan_fraction[:, None]},
+        {"ID": ids, "edge": stamps.edge, "nonfinite_fraction": stamps.nonfinite_fraction[:, None]},
         attrs={"tile": tile},
         chunk=config.chunk,
         compression_level=config.compression_level,

@@ -25,8 +25,14 @@ def cuts_sql(relation: str, config: SelectConfig) -> str:
     BG: ``SG2DPHOT = 0 AND MAG_AUTO <= bg_mag_max``. LRG, additionally:
     ``MAG_AUTO < 14 + c_par/0.3 AND abs(c_perp) < c_perp_max AND MAG_AUTO <= lrg_mag_max``
     with ``c_par = 0.7*g_r + 1.2*(r_i - 0.18)`` and ``c_perp = r_i - g_r/4.0 - 0.18``. A NaN
-    (or NULL) colour is never an LRG.
+    (or NULL) colour is never an LRG. With ``mask_bits`` nonzero, additionally
+    ``MASK & mask_bits = 0`` (a NULL ``MASK`` as 0).
     """
+    mask = (
+        f"AND (coalesce(CAST(MASK AS BIGINT), 0) & {int(config.mask_bits)}) = 0"
+        if config.mask_bits
+        else ""
+    )
     return f"""
         WITH cast_ AS (
             SELECT *,
@@ -48,7 +54,7 @@ def cuts_sql(relation: str, config: SelectConfig) -> str:
                 AND mag_ <= {config.lrg_mag_max!r}
             THEN 'LRG' ELSE 'BG' END AS sample
         FROM colours_
-        WHERE SG2DPHOT = 0 AND mag_ <= {config.bg_mag_max!r}
+        WHERE SG2DPHOT = 0 AND mag_ <= {config.bg_mag_max!r} {mask}
     """
 
 

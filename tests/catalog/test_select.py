@@ -22,7 +22,12 @@ from lensdask.catalog.schema import SchemaError
 from lensdask.catalog.select import CatalogError, SelectReport, select_targets, targets_frame
 from lensdask.config import SelectConfig
 from lensdask.mock.survey import make_mock_survey
-from lensdask.testing import catalog_frame, small_survey_config, write_parquet_catalog
+from lensdask.testing import (
+    catalog_frame,
+    damage_parquet_pages,
+    small_survey_config,
+    write_parquet_catalog,
+)
 
 TILES = {  # tile -> (rows, seed, ra0, dec0)
     "KIDS_10.0_0.5": (1500, 1, 10.0, 0.5),
@@ -246,6 +251,32 @@ def test_resume_redoes_interrupted_units(
     assert_matches_duckdb(again, catalog, duckdb_targets)
 
 
+def test_mask_bits_drop_masked_sources_and_the_default_keeps_them(
+    client, tmp_path_factory: pytest.TempPathFactory, duckdb_targets: Callable
+) -> None:
+    survey = tmp_path_factory.mktemp("survey") / "s"
+    made = make_mock_survey(
+        survey, config=small_survey_config(tiles=2, tile_size=0.2), client=client, progress=False
+    )
+    assert made.units.ok
+    catalog = pd.concat([pd.read_parquet(path) for path in (survey / "catalog").glob("*.parquet")])
+    mask = catalog.set_index("ID")["MASK"]
+    kept = select(survey / "catalog", survey.parent / "all.parquet", client)
+    everyone = assert_matches_duckdb(kept, survey / "catalog", duckdb_targets)
+    assert (mask.loc[everyone["ID"]] != 0).any()  # the default keeps masked sources
+    bits = 0b1010_1010_1010
+    config = SelectConfig(mask_bits=bits)
+    out = survey.parent / "unmasked.parquet"
+    report = select_targets(survey / "catalog", out, config=config, client=client, progress=False)
+    assert report.units.ok
+    targets = assert_matches_duckdb(report, survey / "catalog", duckdb_targets, config)
+    assert "MASK" not in targets.columns  # read for the cut only
+    assert not (mask.loc[targets["ID"]] & bits).any()
+    dropped = set(everyone["ID"]) - set(targets["ID"])
+    assert dropped and (mask.loc[sorted(dropped)] & bits).all()
+    assert (mask.loc[targets["ID"]] != 0).any()  # other bits are kept
+
+
 def test_changed_config_redoes_all_units(
     catalog: Path, client, tmp_path: Path, duckdb_targets: Callable
 ) -> None:
@@ -302,13 +333,16 @@ def test_back_to_back_runs_do_their_own_work(client, tmp_path: Path) -> None:
 
 
 def test_missing_column_in_first_file(catalog: Path, client, tmp_path: Path) -> None:
+    # the first file is a file like the others (the command refuses it up front)
     source = tmp_path / "catalog"
     shutil.copytree(catalog, source)
     first = source / "KIDS_10.0_0.5.parquet"
     write_parquet_catalog(tile_frame("KIDS_10.0_0.5").drop(columns="Z_B"), first)
-    with pytest.raises(SchemaError, match="Z_B") as info:
-        select(source, tmp_path / "out", client)
-    assert str(first) in str(info.value)
+    report = select(source, tmp_path / "out", client)
+    [failure] = report.units.failures
+    assert failure.unit == "KIDS_10.0_0.5" and failure.attempts == 1
+    assert SchemaError.__name__ in failure.error and "Z_B" in failure.error
+    assert str(first) in failure.error
 
 
 def test_missing_column_in_later_file_fails_that_unit(
@@ -331,7 +365,7 @@ def test_corrupt_file_fails_its_unit_only(
 ) -> None:
     source = tmp_path / "catalog"
     shutil.copytree(catalog, source)
-    corrupt = source / "x.parquet"  # sorts after the KIDS_* files: not checked up front
+    corrupt = source / "x.parquet"  # sorts after the KIDS_* files
     corrupt.write_bytes(b"this is not a parquet file" * 50)
     out = tmp_path / "targets.parquet"
 
@@ -362,9 +396,11 @@ def test_corrupt_first_file(catalog: Path, client, tmp_path: Path) -> None:
     shutil.copytree(catalog, source)
     corrupt = source / "A_corrupt.parquet"
     corrupt.write_bytes(b"garbage")
-    with pytest.raises(CatalogError, match=r"A_corrupt\.parquet") as info:
-        select(source, tmp_path / "out", client)
-    assert str(corrupt) in str(info.value)
+    report = select(source, tmp_path / "out", client)
+    assert sorted(report.per_tile) == sorted(TILES)
+    [failure] = report.units.failures
+    assert failure.unit == "A_corrupt" and "CatalogError" in failure.error
+    assert str(corrupt) in failure.error
 
 
 def test_no_parquet_files(client, tmp_path: Path) -> None:
@@ -393,8 +429,9 @@ def test_column_map(client, tmp_path: Path) -> None:
     write_parquet_catalog(renamed, tmp_path / "other" / "t.parquet")
 
     kids = select(tmp_path / "kids", tmp_path / "kids_out", client)
-    with pytest.raises(SchemaError, match="MAG_AUTO"):
-        select(tmp_path / "other", tmp_path / "unmapped_out", client)
+    unmapped = select(tmp_path / "other", tmp_path / "unmapped_out", client)
+    [failure] = unmapped.units.failures  # the command refuses it up front
+    assert SchemaError.__name__ in failure.error and "MAG_AUTO" in failure.error
     other = select(
         tmp_path / "other",
         tmp_path / "other_out",
@@ -429,7 +466,13 @@ def test_cli_select(
     assert f"select: {total} targets ({lrg} LRG, {bg} BG)" in result.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(selected.out))
 
-    (source / "x.parquet").write_bytes(b"garbage" * 100)
+    (source / "x.parquet").write_bytes(b"garbage" * 100)  # refused before the cluster
+    result = invoke_select(source, out)
+    assert result.exit_code == 1, result.output
+    assert f"select: {source / 'x.parquet'}: cannot read Parquet" in result.output
+    assert "Dask dashboard" not in result.output
+    shutil.copy(sorted(source.glob("KIDS_*.parquet"))[0], source / "x.parquet")
+    damage_parquet_pages(source / "x.parquet")  # its rows only fail to read
     result = invoke_select(source, out)
     assert result.exit_code == 3, result.output
     assert "FAILED select x:" in result.output

@@ -80,7 +80,9 @@ def assert_flags_by_hand(
     edge = (cx - half < 0) | (cy - half < 0) | (cx + half > nx - 1) | (cy + half > ny - 1)
     covered = overlap(cx - half, nx, size) * overlap(cy - half, ny, size)
     np.testing.assert_array_equal(stamps.edge, edge)
-    np.testing.assert_array_equal(stamps.nan_fraction, (1.0 - covered / size**2).astype(np.float32))
+    np.testing.assert_array_equal(
+        stamps.nonfinite_fraction, (1.0 - covered / size**2).astype(np.float32)
+    )
 
 
 def assert_equal_to_cutout2d(stamps: Stamps, reference: np.ndarray) -> None:
@@ -211,11 +213,11 @@ def test_image_smaller_than_the_cutout() -> None:
     assert stamps.edge.all()
     assert_flags_by_hand(stamps, x, y, (40, 30), CUTOUT_SIZE)
     # the whole image lies inside each of these stamps
-    np.testing.assert_array_equal(stamps.nan_fraction, np.float32(1 - 40 * 30 / 101**2))
+    np.testing.assert_array_equal(stamps.nonfinite_fraction, np.float32(1 - 40 * 30 / 101**2))
     assert (np.isfinite(stamps.data).sum(axis=(1, 2)) == data.size).all()
 
 
-def test_nans_of_the_image_count_in_nan_fraction() -> None:
+def test_nans_of_the_image_count_in_nonfinite_fraction() -> None:
     data = random_image(SHAPE, seed=7)
     data[100:110, 150:155] = np.nan  # masked pixels
     x, y = np.array([152.0, 152.0, 2.0]), np.array([105.0, 20.0, 105.0])
@@ -224,9 +226,28 @@ def test_nans_of_the_image_count_in_nan_fraction() -> None:
     assert_equal_to_cutout2d(stamps, reference)
     np.testing.assert_array_equal(stamps.edge, [False, True, True])
     np.testing.assert_array_equal(
-        stamps.nan_fraction, np.isnan(reference).mean(axis=(1, 2)).astype(np.float32)
+        stamps.nonfinite_fraction, np.isnan(reference).mean(axis=(1, 2)).astype(np.float32)
     )
-    assert stamps.nan_fraction[0] == np.float32(50 / 101**2)
+    assert stamps.nonfinite_fraction[0] == np.float32(50 / 101**2)
+
+
+def test_inf_pixels_of_the_image_count_in_nonfinite_fraction() -> None:
+    """+inf and -inf count with NaN, exactly: 3 inf pixels and 2 NaN in one stamp, an
+    all-inf region filling another, border padding in a third."""
+    data = random_image(SHAPE, seed=9)
+    data[100, 60], data[104, 90], data[108, 149] = np.inf, -np.inf, np.inf
+    data[101, 70], data[102, 120] = np.nan, np.nan
+    data[:, 200:] = np.inf  # every pixel of the second stamp (columns 205 to 305)
+    x, y = np.array([100.0, 255.0, 0.0]), np.array([105.0, 105.0, 105.0])
+    stamps = extract_stamps(data, x, y)
+    reference = cutout2d_stamps(data, pixel_positions(x, y))
+    assert_equal_to_cutout2d(stamps, reference)
+    # by hand: 5 of 101 x 101; every pixel; the 50 columns left of the image of 101
+    assert stamps.nonfinite_fraction[0] == np.float32(5 / 101**2)
+    assert stamps.nonfinite_fraction[1] == np.float32(1.0)
+    assert stamps.nonfinite_fraction[2] == np.float32(50 / 101)
+    assert stamps.nonfinite_fraction.dtype == np.float32
+    assert not stamps.edge[0] and not stamps.edge[1] and stamps.edge[2]
 
 
 def test_no_overlap_gives_an_empty_stamp() -> None:
@@ -236,7 +257,7 @@ def test_no_overlap_gives_an_empty_stamp() -> None:
     x, y = np.array([-51.0, 400.0, 20.0]), np.array([10.0, 10.0, -60.0])
     stamps = extract_stamps(data, x, y)
     assert np.isnan(stamps.data).all()
-    np.testing.assert_array_equal(stamps.nan_fraction, 1.0)
+    np.testing.assert_array_equal(stamps.nonfinite_fraction, 1.0)
     assert stamps.edge.all()
     assert not centre_inside(x, y, SHAPE).any()
     for position in pixel_positions(x, y):
@@ -247,7 +268,7 @@ def test_no_overlap_gives_an_empty_stamp() -> None:
 def test_no_positions() -> None:
     stamps = extract_stamps(random_image(SHAPE), np.array([]), np.array([]))
     assert stamps.data.shape == (0, CUTOUT_SIZE, CUTOUT_SIZE) and stamps.data.dtype == np.float32
-    assert stamps.edge.shape == (0,) and stamps.nan_fraction.shape == (0,)
+    assert stamps.edge.shape == (0,) and stamps.nonfinite_fraction.shape == (0,)
 
 
 def test_centre_inside_by_hand() -> None:
@@ -393,7 +414,7 @@ def test_block_by_block_reading_gives_the_same_stamps(block_rows: int) -> None:
     got = extract_stamps_by_rows(read_rows, SHAPE, x, y, size=size, block_rows=block_rows)
     assert np.array_equal(got.data, expected.data, equal_nan=True)
     assert np.array_equal(got.edge, expected.edge)
-    assert np.array_equal(got.nan_fraction, expected.nan_fraction)
+    assert np.array_equal(got.nonfinite_fraction, expected.nonfinite_fraction)
     assert max(stop - start for start, stop in reads) <= block_rows + size - 1
     needed = np.zeros(SHAPE[0], dtype=bool)
     for first in stamp_origin(y, size=size):

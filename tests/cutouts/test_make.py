@@ -33,7 +33,8 @@ from lensdask.catalog.select import select_targets
 from lensdask.config import CutoutConfig
 from lensdask.cutouts.make import CutoutReport, make_cutouts
 from lensdask.formats.cutout_store import complete_tiles, cutouts_array, read_tile
-from lensdask.mock.survey import CATALOG_DIR, IMAGES_DIR, make_mock_survey
+from lensdask.mock.layouts import CATALOG_DIR, IMAGES_DIR
+from lensdask.mock.survey import make_mock_survey
 from lensdask.mock.tiles import survey_tiles
 from lensdask.runner import EXIT_PARTIAL, FAILURES_FILE
 from lensdask.testing import cutout2d_stamps, small_survey_config
@@ -47,7 +48,19 @@ SIZE = CutoutConfig().size
 HALF = SIZE // 2
 CHUNK = 4
 """Cutouts per Zarr chunk in these tests: several chunks per tile."""
-COLUMNS = ("ID", "sample", "RAJ2000", "DECJ2000", "x", "y", "edge", "nan_fraction")
+COLUMNS = (
+    "ID",
+    "sample",
+    "RAJ2000",
+    "DECJ2000",
+    "x",
+    "y",
+    "edge",
+    "nonfinite_fraction",
+    "zero_weight_fraction",
+    "flagged_fraction",
+    "bad_fraction",
+)
 """Per-cutout arrays of a tile group, beside one array per band (store module docstring)."""
 OFF_TILE = {  # pixel positions (x, y) of rows added to the first two tiles' targets
     "far": lambda nx, ny: (nx / 2 + 3000.0, ny / 2),
@@ -78,7 +91,7 @@ class Expected:
         return np.any([np.isnan(s).any(axis=(1, 2)) for s in self.stamps.values()], axis=0)
 
     @property
-    def nan_fraction(self) -> np.ndarray:
+    def nonfinite_fraction(self) -> np.ndarray:
         """(N, bands) fraction of NaN pixels."""
         fractions = [np.isnan(s).mean(axis=(1, 2)) for s in self.stamps.values()]
         return np.stack(fractions, axis=1).astype(np.float32)
@@ -153,7 +166,7 @@ def assert_tile_matches(out: Path, tile: str, expected: Expected) -> None:
     for name in ("RAJ2000", "DECJ2000", "x", "y"):
         np.testing.assert_array_equal(group[name][:], frame[name].to_numpy(), err_msg=name)
     np.testing.assert_array_equal(group["edge"][:], expected.edge)
-    np.testing.assert_array_equal(group["nan_fraction"][:], expected.nan_fraction)
+    np.testing.assert_array_equal(group["nonfinite_fraction"][:], expected.nonfinite_fraction)
     for band in BANDS:
         stored = group[band][:]
         assert stored.shape == expected.stamps[band].shape, band
@@ -354,10 +367,12 @@ def test_zarr_layout(made: CutoutReport, expected: dict[str, Expected], images: 
         for name in ("RAJ2000", "DECJ2000", "x", "y"):
             assert (group[name].dtype, group[name].shape) == (np.float64, (n,)), name
         assert (group["edge"].dtype, group["edge"].shape) == (np.bool_, (n,))
-        assert (group["nan_fraction"].dtype, group["nan_fraction"].shape) == (
-            np.float32,
-            (n, len(BANDS)),
-        )
+        for name in COLUMNS[7:]:
+            assert (group[name].dtype, group[name].shape) == (np.float32, (n, len(BANDS))), name
+        # no weight or flag maps: nothing known of them, bad pixels are the non-finite ones
+        assert np.isnan(group["zero_weight_fraction"][:]).all()
+        assert np.isnan(group["flagged_fraction"][:]).all()
+        np.testing.assert_array_equal(group["bad_fraction"][:], group["nonfinite_fraction"][:])
 
         attrs = group.attrs.asdict()
         marker = read_marker(out, tile)
@@ -401,7 +416,7 @@ def test_readers_agree_with_zarr(made: CutoutReport, expected: dict[str, Expecte
         assert read.ids.tolist() == group["ID"][:].tolist() == expected[tile].targets["ID"].tolist()
         assert read.sample.tolist() == group["sample"][:].tolist()
         np.testing.assert_array_equal(read.edge, group["edge"][:])
-        np.testing.assert_array_equal(read.nan_fraction, group["nan_fraction"][:])
+        np.testing.assert_array_equal(read.nonfinite_fraction, group["nonfinite_fraction"][:])
         assert list(read.images) == list(BANDS)
         for band in BANDS:
             assert np.array_equal(read.images[band], group[band][:], equal_nan=True)
@@ -439,7 +454,7 @@ def test_tile_with_every_target_off_it(targets: Path, images: Path, client, tmp_
     assert report.counts == {"cutouts": 0, "outside": len(off), "edge": 0}
     assert complete_tiles(out) == [TILES[0]]
     read = read_tile(out, TILES[0])
-    assert read.ids.shape == (0,) and read.nan_fraction.shape == (0, len(BANDS))
+    assert read.ids.shape == (0,) and read.nonfinite_fraction.shape == (0, len(BANDS))
     assert all(image.shape == (0, SIZE, SIZE) for image in read.images.values())
     assert read.attrs["n_outside"] == len(off)
     assert cut(folder, images, out, client).skipped == 1
@@ -505,7 +520,7 @@ def test_resume_after_a_half_written_staging_group(
     shutil.copytree(out / tile, staged)
     shard = shard_file(staged, "r")
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    shutil.rmtree(staged / "nan_fraction")
+    shutil.rmtree(staged / "nonfinite_fraction")
     if old_group == "gone":
         shutil.rmtree(out / tile)
     assert complete_tiles(out) == [TILES[0], TILES[2]]
@@ -737,3 +752,82 @@ def test_unsharded_store_has_the_same_cutouts_one_file_per_chunk(
             assert array.chunks == (min(CHUNK, max(n, 1)), SIZE, SIZE)
             chunk_files = [p for p in (report.out / tile / band).rglob("*") if p.is_file()]
             assert len(chunk_files) == -(-n // CHUNK) + 1  # the chunks and zarr.json
+
+
+# --- naming what went wrong -------------------------------------------------------------------
+
+
+def test_a_truncated_fits_image_names_the_file_band_and_hdu(
+    targets: Path, images: Path, client, tmp_path: Path
+) -> None:
+    """A FITS file cut short (written by astropy, then truncated in its data) fails its tile
+    with an error naming the file, the band and the HDU, not just "mmap length is greater
+    than file size"."""
+    bad = Path(shutil.copytree(images, tmp_path / "images"))
+    path = image_path(bad, TILES[1], "g")
+    with fits.open(image_path(images, TILES[1], "g")) as hdul:
+        data, header = hdul[0].data.copy(), hdul[0].header.copy()
+    path.unlink()
+    fits.writeto(path, data, header)
+    with path.open("r+b") as handle:  # keep the header and a third of the pixels
+        handle.truncate(2880 + data.nbytes // 3)
+
+    report = cut(targets, bad, tmp_path / "cutouts.zarr", client)
+    failures = {failure.unit: failure.error for failure in report.units.failures}
+    assert list(failures) == [TILES[1]]
+    error = failures[TILES[1]]
+    assert f"{path} (band g, HDU 0)" in error, error
+    assert "cannot read" in error and "OSError" in error
+    assert sorted(report.units.results) == [TILES[0], TILES[2]]
+
+
+def test_a_missing_hdu_names_the_band(targets: Path, images: Path, client, tmp_path: Path) -> None:
+    report = cut(targets, images, tmp_path / "cutouts.zarr", client, hdu=3)
+    assert len(report.units.failures) == len(TILES)
+    for failure in report.units.failures:
+        path = image_path(images, failure.unit, BANDS[0])
+        assert f"{path} (band {BANDS[0]}, HDU 3)" in failure.error
+
+
+def test_off_tile_targets_are_named(made: CutoutReport, expected: dict[str, Expected]) -> None:
+    far = [name for name in OFF_TILE if not name.startswith("corner")]
+    for tile in TILES:
+        named = read_marker(made.out, tile).extra["outside_ids"]
+        assert len(named) == expected[tile].n_outside
+        if tile in TILES[:2]:
+            assert named == [f"{tile} {name}" for name in far]
+    assert made.outside_ids == {tile: [f"{tile} {name}" for name in far] for tile in TILES[:2]}
+
+
+def test_cutouts_command_names_off_tile_targets(
+    targets: Path, images: Path, client, tmp_path: Path
+) -> None:
+    result = invoke_cutouts(targets, images, tmp_path / "cutouts.zarr", client)
+    assert result.exit_code == 0, result.output
+    first = f"{TILES[0]} far ({TILES[0]}), {TILES[0]} far-corner ({TILES[0]})"
+    assert f"cutouts: 6 targets outside their tile: {first}" in result.output
+    assert "and 1 more; all are listed in <cutouts>/_units/<tile>.json" in result.output
+
+
+def test_inf_pixels_of_an_image_count_in_nonfinite_fraction(
+    made: CutoutReport, targets: Path, images: Path, client, tmp_path: Path
+) -> None:
+    """Three +-inf pixels in a FITS image, inside one cutout: its nonfinite_fraction in that
+    band is exactly 3 / 101^2 (counted by hand), and 0 in the other bands."""
+    tile = TILES[2]
+    group = zarr.open_group(str(made.out / tile), mode="r")
+    k = int(np.flatnonzero(~group["edge"][:])[0])
+    x0 = int(np.ceil(group["x"][k] - SIZE / 2))
+    y0 = int(np.ceil(group["y"][k] - SIZE / 2))
+    changed = Path(shutil.copytree(images, tmp_path / "images"))
+    with fits.open(image_path(changed, tile, BANDS[0]), mode="update") as hdul:
+        hdul[0].data[y0 + 10, x0 + 20] = np.inf
+        hdul[0].data[y0 + 50, x0 + 50] = -np.inf
+        hdul[0].data[y0 + 100, x0 + 100] = np.inf
+    out = tmp_path / "cutouts.zarr"
+    assert cut(targets, changed, out, client).units.ok
+    fractions = read_tile(out, tile).nonfinite_fraction
+    assert fractions[k, 0] == np.float32(3 / SIZE**2)
+    assert (fractions[k, 1:] == 0).all()
+    stamp = read_tile(out, tile, bands=(BANDS[0],)).images[BANDS[0]][k]
+    assert np.isposinf(stamp).sum() == 2 and np.isneginf(stamp).sum() == 1

@@ -37,6 +37,7 @@ from lensdask.lensing.simulate import (
     NoCutoutsError,
     TrainsetReport,
     cutout_inventory,
+    leave_out_bad,
     make_examples,
     parameter_names,
     plan_batches,
@@ -407,6 +408,32 @@ def test_a_failed_batch_is_reported_and_the_rest_complete(tmp_path, client, rest
 # --- errors -------------------------------------------------------------------------------
 
 
+def test_cutouts_with_bad_pixels_are_left_out_and_counted(tmp_path, client):
+    """6 cutouts per tile with half their pixels bad (zero weight, flagged): neither
+    negatives nor lens hosts, and counted; a looser max_bad_fraction keeps them."""
+    store = write_cutout_store(
+        tmp_path / "c.zarr", {tile: PER_TILE for tile in TILES}, pixel_scale=PIXEL_SCALE, bad=6
+    )
+    bad_ids = set()
+    for tile in TILES:
+        group = zarr.open_group(str(store / tile), mode="r")
+        bad_ids |= set(group["ID"][:][group["bad_fraction"][:, 0] > CONFIG.max_bad_fraction])
+    assert len(bad_ids) == 6 * len(TILES)
+    report = simulate_lenses(
+        store, tmp_path / "t.zarr", config=CONFIG, client=client, progress=False
+    )
+    assert report.units.ok
+    assert report.left_out_bad == {"LRG": 6 * len(TILES)}  # the first cutouts are LRGs
+    for split in SPLITS:
+        assert not bad_ids & set(read_table(report.out, split)["source_id"])
+    assert zarr.open_group(str(report.out), mode="r").attrs["left_out_bad"] == {"LRG": 12}
+    loose = replace(CONFIG, max_bad_fraction=0.5)
+    inventory = cutout_inventory(store, band="r")
+    assert bad_ids <= set(inventory["ID"])  # the inventory lists them with their fraction
+    kept, left_out = leave_out_bad(inventory, max_bad_fraction=loose.max_bad_fraction)
+    assert left_out == {} and len(kept) == len(inventory)
+
+
 def test_not_a_cutout_store(tmp_path, client):
     folder = tmp_path / "not-a-store"
     folder.mkdir()
@@ -549,3 +576,19 @@ def test_cli_simulate(reference, store, tmp_path, restore_logging):
     image = matplotlib.image.imread(png)
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 800
     assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_plan_warnings_only_where_batches_are_made(tmp_path, client, caplog):
+    store = write_cutout_store(tmp_path / "c.zarr", {"KIDS_1.0_0.5": {"LRG": 10, "BG": 5}})
+    config = replace(CONFIG, positives=24, negatives=8, test_positives=2, test_negatives=2)
+    out = tmp_path / "trainset.zarr"
+
+    def warnings() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lensdask"):
+            simulate_lenses(store, out, config=config, client=client, progress=False)
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    first = warnings()
+    assert any("LRG lens hosts examples from 8 cutouts: reused" in w for w in first), first
+    assert warnings() == []  # a rerun that makes nothing has nothing to warn about

@@ -17,6 +17,8 @@ from lensdask.config import ConfigError, StampConfig
 from lensdask.review.rank import write_ranking
 from lensdask.review.stamps import (
     INDEX_COLUMNS,
+    bad_label,
+    draw_sheet,
     lupton_stamp,
     make_stamps,
     read_stamp_index,
@@ -121,6 +123,24 @@ def test_contact_sheet_shows_all_candidates_by_decreasing_p_cnn(review_data):
     assert label == "p_CNN"
     assert list(ranked["candidate_id"]) == list(review_data.candidates["ID"])  # file order
     assert ranked["score"].is_monotonic_decreasing
+
+
+def test_contact_sheet_labels_cutouts_with_bad_pixels(review_data, tmp_path):
+    """A candidate's bad_fraction comes along in ranked order and is drawn as ``bad 12%``."""
+    candidates = review_data.candidates.rename(columns={"ID": "candidate_id"})
+    candidates["bad_fraction"] = np.linspace(0.0, 0.2, len(candidates), dtype=np.float32)
+    index = read_stamp_index(review_data.stamps)
+    ranked, _ = sheet_order(candidates, index, None)
+    by_id = candidates.set_index("candidate_id")["bad_fraction"]
+    assert list(ranked["bad_fraction"]) == list(by_id.loc[ranked["candidate_id"]])
+    assert (bad_label(0.123), bad_label(0.001)) == ("bad 12%", "bad <1%")
+    columns = ("candidate_id", "colour_png", "bad_fraction")
+    entries = [
+        (rank, cid, 0.9, png, bad)
+        for rank, (cid, png, bad) in enumerate(ranked[list(columns)].itertuples(index=False), 1)
+    ]
+    sheet = draw_sheet(entries, tmp_path, stamps=review_data.stamps, columns=4, rows=3, label="p")
+    assert (tmp_path / "sheet_00001.png").is_file() and sheet.endswith("sheet_00001.png")
 
 
 @pytest.mark.slow
