@@ -475,14 +475,11 @@ def score_cutouts(
         model_scale=model_scale,
     )
     problems = check_scores(out, cutouts)
-    per_sample: dict[str, int] = {}
+    per_sample, no_data = Counter(), Counter()
     for result in report.results.values():
-        for sample, n in result["per_sample"].items():
-            per_sample[sample] = per_sample.get(sample, 0) + n
-    no_data: dict[str, int] = {}
-    for result in report.results.values():
-        for sample, n in result.get("no_data", {}).items():
-            no_data[sample] = no_data.get(sample, 0) + n
+        per_sample.update(result["per_sample"])  # update keeps zero counts, unlike +
+        no_data.update(result.get("no_data", {}))
+    per_sample, no_data = dict(per_sample), dict(no_data)
     rows = sum(result["rows"] for result in report.results.values())
     logger.info(
         "score: %d tiles scored, %d skipped (complete), %d failed; %d cutouts scored with "
