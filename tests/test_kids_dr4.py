@@ -179,3 +179,61 @@ def assert_placed_by_position(work: Path, client) -> None:
         back = np.argsort(got.ids)
         np.testing.assert_array_equal(got.ids[back], want.ids[order])
         np.testing.assert_array_equal(got.images["r"][back], want.images["r"][order])
+    # a rerun places nothing again and remakes no tile
+    again = make_cutouts(
+        keyless,
+        None,
+        out,
+        config=CutoutConfig(bands=("r", "g")),
+        client=client,
+        index=work / "images.parquet",
+        progress=False,
+    )
+    assert again.written == 0 and again.skipped == len(complete_tiles(keyed))
+    assert again.placement.units.results == {} and again.placement.units.skipped == ["keyless"]
+    assert_keys_checked(work, client)
+
+
+def assert_keys_checked(work: Path, client) -> None:
+    """Where the targets name their tile, the key wins and the positions check it: targets
+    given another tile's key, and a target on no image, are counted and listed with the
+    group their position puts them in."""
+    from lensdask.config import CutoutConfig
+    from lensdask.cutouts.make import make_cutouts
+    from lensdask.cutouts.placement import LISTING
+
+    targets = pd.read_parquet(work / "targets.parquet")
+    tiles = sorted(set(targets["THELI_NAME"]))
+    moved = targets.groupby("THELI_NAME").head(2).index  # two of each tile change key
+    wrong = targets.copy()
+    wrong.loc[moved, "THELI_NAME"] = [
+        tiles[1 - tiles.index(tile)] for tile in targets.loc[moved, "THELI_NAME"]
+    ]
+    lost = targets.index[-1]
+    wrong.loc[lost, "RAJ2000"] += 10.0  # on no image, still keyed to its tile
+    wrong.to_parquet(work / "rekeyed.parquet")
+    report = make_cutouts(
+        work / "rekeyed.parquet",
+        None,
+        work / "rekeyed.zarr",
+        config=CutoutConfig(bands=("r", "g")),
+        client=client,
+        index=work / "images.parquet",
+        progress=False,
+    )
+    placement = report.placement
+    assert placement.keyed and placement.counts["by_key"] == len(targets)
+    assert placement.counts["off_their_key"] == len(moved) + 1
+    assert placement.counts["on_no_image"] == 0  # a known key places it, off its image
+    listing = pd.read_csv(work / "rekeyed.zarr" / "_placement" / "rekeyed" / LISTING)
+    assert set(listing["outcome"]) == {"off_their_key"}
+    listed = listing.set_index("ID")
+    for row in moved:
+        name = targets.loc[row, "ID"]
+        assert listed.loc[name, "key"] == wrong.loc[row, "THELI_NAME"]
+        assert listed.loc[name, "position_tile"] == targets.loc[row, "THELI_NAME"]
+    assert pd.isna(listed.loc[targets.loc[lost, "ID"], "position_tile"])
+    # the cutout stage, keeping the keys, finds the same targets outside their tile
+    outside = {name for names in report.outside_ids.values() for name in names}
+    assert outside == set(listing["ID"])
+    assert f"{len(moved) + 1} off their tile key's image" in placement.line()

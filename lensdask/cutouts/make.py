@@ -23,15 +23,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lensdask import __version__
-from lensdask.config import CutoutConfig
+from lensdask.config import CutoutConfig, SimulateConfig
 from lensdask.cutouts.extract import (
     centre_inside,
     extract_stamps_by_rows,
     pixel_quality,
     sky_to_pixel,
 )
+from lensdask.cutouts.placement import PlacementReport
 from lensdask.formats.cutout_store import LAYOUT, open_root, write_tile_group
-from lensdask.formats.targets import CUTOUT_COLUMNS, load_tile_targets, tile_sources
+from lensdask.formats.targets import load_tile_targets, tile_sources
 from lensdask.runner import UnitCounts, UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import (
@@ -177,70 +178,6 @@ ImagePlaces = dict[str, ImagePlace]
 """A tile's image of each band (:class:`ImagePlace`)."""
 
 
-PLACEMENT_DIR = "_placement"
-"""Folder of the store holding the targets placed on image groups by position."""
-
-
-def has_tile_key(targets: str | Path) -> bool:
-    """Whether the targets name each one's tile (KiDS ``THELI_NAME``)."""
-    from lensdask.formats.parquet import dataset_parts, open_file
-
-    first = next(iter(dataset_parts(targets, what="targets")))
-    return "THELI_NAME" in open_file(first).schema_arrow.names
-
-
-def place_targets(
-    targets: str | Path, index: Any, out: Path, *, band: str
-) -> dict[str, dict[Path, str]]:
-    """Place targets that name no tile on the image groups of ``index`` by position
-    (:func:`lensdask.images.match.match_targets`: the detection-band image they lie
-    deepest inside) and write each group's targets, its key as ``THELI_NAME``, to
-    ``<out>/_placement/<group>.parquet``; targets on no image are listed in
-    ``<out>/_placement/_unmatched.csv``, never dropped silently.
-
-    Returns
-    -------
-    dict
-        Group -> its placement file and that file's identity, as
-        :func:`lensdask.formats.targets.tile_sources` gives them.
-    """
-    import pyarrow as pa
-
-    from lensdask.formats.files import write_text_atomic
-    from lensdask.formats.parquet import commit_parquet, dataset_parts, open_dataset
-    from lensdask.images.match import match_targets
-
-    columns = [name for name in CUTOUT_COLUMNS if name != "THELI_NAME"]
-    table = open_dataset(dataset_parts(targets, what="targets")).to_table(columns=columns)
-    ids = table["ID"].to_numpy(zero_copy_only=False).astype(str)
-    match = match_targets(
-        table["RAJ2000"].to_numpy(), table["DECJ2000"].to_numpy(), index, band=band, ids=ids
-    )
-    folder = out / PLACEMENT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    parts: dict[str, dict[Path, str]] = {}
-    for group, rows in sorted(match.groups().items()):
-        part = table.take(pa.array(np.sort(rows))).append_column(
-            "THELI_NAME", pa.array([group] * len(rows), pa.string())
-        )
-        commit_parquet(part.select(list(CUTOUT_COLUMNS)), folder, f"{group}.parquet")
-        path = folder / f"{group}.parquet"
-        parts[group] = {path: file_identity(path)}
-    for old in folder.glob("*.parquet"):  # groups of an earlier placement
-        if old.stem not in parts:
-            old.unlink()
-    unmatched = match.listing(match.unmatched)
-    write_text_atomic(folder / "_unmatched.csv", unmatched.to_csv(index=False))
-    if len(unmatched):
-        logger.warning(
-            "cutouts: %d targets lie on no image of the index, e.g. %s; all are listed in %s",
-            len(unmatched),
-            ", ".join(map(str, unmatched.iloc[:3, 0])),
-            folder / "_unmatched.csv",
-        )
-    return parts
-
-
 def tile_images(
     tile: str, config: CutoutConfig, *, images: Path | None, index: Any | None
 ) -> ImagePlaces:
@@ -271,6 +208,16 @@ def tile_images(
         else:
             places[band] = ImagePlace(f"<no {band} image of {tile} in the image index>", config.hdu)
     return places
+
+
+def source_key(path: Path, root: Path) -> str:
+    """How a tile's lineage names one of its targets files: by its path under the targets
+    folder (or the placement folder, whose units each hold a file per group), else by
+    name."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
 
 
 def image_states(places: ImagePlaces) -> dict[str, str]:
@@ -494,6 +441,7 @@ def cutout_tile(
         "cutouts": int(keep.size),
         "outside": attrs["n_outside"],
         "edge": int(columns["edge"].sum()),
+        **bad_counts(columns["bad_fraction"]),
     }
     write_marker(
         out,
@@ -510,6 +458,27 @@ def cutout_tile(
     return counts
 
 
+COUNTS = ("cutouts", "outside", "edge", "bad", "mostly_bad")
+"""What each tile's unit counts (:func:`cutout_tile`, :func:`bad_counts`)."""
+
+
+def bad_counts(bad_fraction: np.ndarray) -> dict[str, int]:
+    """Cutouts with a bad pixel (non-finite, zero-weight or flagged) in any band (``bad``),
+    and with more than :attr:`lensdask.config.SimulateConfig.max_bad_fraction` of them by
+    default (``mostly_bad``: left out of the training set).
+
+    Parameters
+    ----------
+    bad_fraction : ndarray, shape (N, bands)
+        The store's ``bad_fraction`` of each cutout and band.
+    """
+    worst = bad_fraction.max(axis=1) if bad_fraction.size else np.zeros(0)
+    return {
+        "bad": int((worst > 0).sum()),
+        "mostly_bad": int((worst > SimulateConfig.max_bad_fraction).sum()),
+    }
+
+
 @dataclass(frozen=True)
 class CutoutReport(UnitCounts):
     """Outcome of :func:`make_cutouts`."""
@@ -517,8 +486,11 @@ class CutoutReport(UnitCounts):
     out: Path
     tiles: int
     counts: dict[str, int]
-    """Totals over the tiles written now: cutouts, outside, edge."""
+    """Totals of :data:`COUNTS` over the tiles written now."""
     units: UnitReport
+    placement: PlacementReport | None = None
+    """Where the targets were placed by position or their tile key checked (with an image
+    index)."""
     outside_ids: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     """IDs of the targets outside their tile's image, by tile, of the tiles written now."""
 
@@ -555,6 +527,7 @@ def make_cutouts(
         Show a progress bar over tiles.
     """
     config = config or CutoutConfig()
+    index_path = index
     if index is not None:
         from lensdask.formats.image_index import read_image_index
 
@@ -565,10 +538,17 @@ def make_cutouts(
     else:
         images = Path(images)
     out = Path(out)
-    if index is not None and not has_tile_key(targets):
-        parts = place_targets(targets, index, out, band=config.bands[0])
-    else:
-        parts = tile_sources(targets)
+    placement = None
+    source_root = Path(targets)
+    if index is not None:
+        from lensdask.cutouts.placement import place_targets
+
+        placement = place_targets(
+            targets, index_path, out, band=config.bands[0], client=client, progress=progress
+        )
+        if not placement.keyed:
+            source_root = placement.folder
+    parts = tile_sources(source_root)
     work = {
         tile: (list(files), tile_images(tile, config, images=images, index=index))
         for tile, files in parts.items()
@@ -577,7 +557,10 @@ def make_cutouts(
     # a tile is redone when a unit of the targets holding it, or one of its images, changed
     lineage = {
         tile: {
-            **{f"targets/{path.name}": identity for path, identity in files.items()},
+            **{
+                f"targets/{source_key(path, source_root)}": identity
+                for path, identity in files.items()
+            },
             **image_states(work[tile][1]),
         }
         for tile, files in parts.items()
@@ -597,10 +580,7 @@ def make_cutouts(
         progress=progress,
         config=config,
     )
-    counts = {
-        key: sum(result[key] for result in report.results.values())
-        for key in ("cutouts", "outside", "edge")
-    }
+    counts = {key: sum(result[key] for result in report.results.values()) for key in COUNTS}
     outside_ids = {}
     for tile in sorted(report.results):
         marker = read_marker(out, tile)
@@ -609,12 +589,13 @@ def make_cutouts(
             outside_ids[tile] = named
     logger.info(
         "cutouts: %d tiles written, %d skipped (complete), %d failed; %d cutouts written "
-        "(%d crossing an image border); %d targets outside their tile",
+        "(%d crossing an image border, %d with bad pixels); %d targets outside their tile",
         len(report.results),
         len(report.skipped),
         len(report.failures),
         counts["cutouts"],
         counts["edge"],
+        counts["bad"],
         counts["outside"],
     )
     return CutoutReport(
@@ -623,6 +604,7 @@ def make_cutouts(
         counts=counts,
         units=report,
         outside_ids=outside_ids,
+        placement=placement,
     )
 
 
@@ -643,13 +625,16 @@ def run(config: CutoutConfig, io: StageIO, *, client: Any, progress: bool = True
     lines = [
         f"cutouts: {report.written} tiles written, {report.skipped} already complete, "
         f"{len(report.units.failures)} failed; {counts['cutouts']} cutouts "
-        f"({counts['edge']} at an image border), {counts['outside']} targets "
-        f"outside their tile -> {report.out}"
+        f"({counts['edge']} at an image border; {counts['bad']} with bad pixels, "
+        f"{counts['mostly_bad']} of them over {SimulateConfig.max_bad_fraction:.0%}), "
+        f"{counts['outside']} targets outside their tile -> {report.out}"
     ]
+    if report.placement is not None:
+        lines.insert(0, f"cutouts: {report.placement.line()}")
     if report.outside_ids:
         lines.append(f"cutouts: {outside_line(report.outside_ids)}")
     return StageOutcome(
-        reports=[report.units],
+        reports=[r.units for r in (report.placement, report) if r is not None],
         outputs={"cutouts": report.out},
         counts={"cutouts written now": counts["cutouts"]},
         lines=lines,
