@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import logging
 import traceback
 import uuid
@@ -107,16 +108,19 @@ class UnitReport:
 
     def write_failures(self, out: Path) -> Path | None:
         """Write (or remove) the failures table ``<out>/_failures.csv``."""
-        path = Path(out) / FAILURES_FILE
+        from lensdask.formats.files import write_text_atomic
+        from lensdask.storage import as_path, remove
+
+        path = as_path(out) / FAILURES_FILE
         if not self.failures:
-            path.unlink(missing_ok=True)
+            remove(path)
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["unit", "stage", "error", "attempts"])
-            for failure in self.failures:
-                writer.writerow([failure.unit, failure.stage, failure.error, failure.attempts])
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["unit", "stage", "error", "attempts"])
+        for failure in self.failures:
+            writer.writerow([failure.unit, failure.stage, failure.error, failure.attempts])
+        write_text_atomic(path, table.getvalue())
         return path
 
 
@@ -287,6 +291,7 @@ def run_stage(
     UnitReport
         Results of the units run now, the units skipped as complete, the failures.
     """
+    from lensdask.storage import as_path
     from lensdask.units import (
         Manifest,
         StaleOutputError,
@@ -305,7 +310,7 @@ def run_stage(
         unit: lineage_hash(chash if isinstance(chash, str) else chash[unit], lineage.get(unit, {}))
         for unit in inputs
     }
-    Path(out).mkdir(parents=True, exist_ok=True)
+    as_path(out).mkdir(parents=True, exist_ok=True)
     todo = [unit for unit in inputs if not is_complete(out, unit, config_hash=hashes[unit])]
     if todo:  # until this run finishes, the output is not a finished run's
         clear_manifest(out)

@@ -1,8 +1,9 @@
 """Work units committed as a whole: staging, atomic moves, completion markers, manifests.
 
 Every stage splits its work into units (a tile, a simulation batch) with deterministic
-names. A unit writes its data into a staging folder, checks it, moves it into place with
-:func:`os.replace` and only then writes its completion marker, a small JSON file under
+names. A unit writes its data into a staging folder, checks it, puts it in place (a rename
+with :func:`os.replace` on a local file system, an upload to an object store:
+:mod:`lensdask.storage`) and only then writes its completion marker, a small JSON file under
 ``<out>/_units/`` that lists its files (sizes, and a SHA-256 of the small ones) and the
 identity of the inputs it was made from (its lineage). A rerun skips a unit only when its
 marker agrees with the files on disk and with the hash of the configuration and lineage
@@ -22,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 
 from lensdask import __version__
 from lensdask.formats.files import jsonable, write_json_atomic
+from lensdask.storage import as_path, is_url, move, remove, replace
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def marker_digest(marker: Marker) -> str:
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes (hex)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with as_path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -139,44 +140,45 @@ def lineage_hash(chash: str, lineage: Mapping[str, str]) -> str:
 
 def marker_path(root: Path, unit: str) -> Path:
     """Path of the completion marker of ``unit`` under output root ``root``."""
-    return Path(root) / MARKER_DIR / f"{unit}.json"
+    return as_path(root) / MARKER_DIR / f"{unit}.json"
 
 
 def staging_path(root: Path, name: str) -> Path:
-    """A fresh staging path for ``name`` under ``root`` (its parent exists, it does not)."""
+    """A fresh local staging path for ``name`` of the output ``root`` (its parent exists, it
+    does not): under ``root/_staging/`` on a local file system, so that the commit is a
+    rename, or in the local temporary folder for a remote ``root``, whose commit uploads
+    it (:mod:`lensdask.storage`)."""
+    if is_url(root):
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="lensdask-staging-")) / name
     path = Path(root) / STAGING_DIR / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():  # left over from an interrupted attempt of the same unit
-        if path.is_dir():
-            import shutil
-
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        remove(path)
     return path
 
 
 def commit_file(staged: Path, final: Path) -> None:
-    """Move a fully written staged file into place atomically (same file system)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, final)
+    """Put a fully written staged file in place: a rename on one file system, an upload
+    (atomic per object) to an object store."""
+    replace(staged, final)
 
 
 def commit_folder(staged: Path, final: Path) -> None:
-    """Move a fully written staged folder into place, replacing an incomplete old one."""
-    if final.exists():
-        import shutil
-
-        shutil.rmtree(final)
-    os.replace(staged, final)
+    """Put a fully written staged folder in place, replacing an incomplete old one (on an
+    object store, the old objects are removed first, then the folder uploaded: the unit's
+    marker, written after, is the commit point)."""
+    replace(staged, final)
 
 
 def folder_files(root: Path, folder: Path) -> dict[str, int]:
     """Paths (relative to ``root``) and sizes of every file under ``folder``: what a unit
     committed as a folder lists in its marker."""
+    root = as_path(root)
     return {
-        str(path.relative_to(root)): path.stat().st_size
-        for path in sorted(Path(folder).rglob("*"))
+        path.relative_to(root).as_posix(): path.stat().st_size
+        for path in sorted(as_path(folder).rglob("*"))
         if path.is_file()
     }
 
@@ -186,7 +188,7 @@ def write_marker(root: Path, marker: Marker) -> None:
     SHA-256 of its small files is taken now."""
     if not marker.checksums:
         sums = {
-            rel: file_sha256(Path(root) / rel)
+            rel: file_sha256(as_path(root) / rel)
             for rel, size in marker.files.items()
             if size <= SMALL_FILE
         }
@@ -215,7 +217,7 @@ def damage(root: Path, marker: Marker) -> str | None:
     """What is wrong with the files of a unit, or None: a file missing, of another size, or
     (for small files) with other content than when it was committed."""
     for rel, size in marker.files.items():
-        path = Path(root) / rel
+        path = as_path(root) / rel
         if not path.exists():
             return f"{path} is missing"
         if path.stat().st_size != size:
@@ -243,10 +245,9 @@ def invalidate(root: Path, unit: str, reason: str) -> None:
     path = marker_path(root, unit)
     if not path.exists():
         return
-    target = Path(root) / DAMAGED_DIR / f"{unit}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = as_path(root) / DAMAGED_DIR / f"{unit}.json"
     write_json_atomic(target.with_suffix(".reason.json"), {"unit": unit, "reason": reason})
-    os.replace(path, target)
+    move(path, target)
     logger.warning(
         "%s: unit %s is damaged (%s); the next run of its stage redoes it", root, unit, reason
     )
@@ -271,20 +272,20 @@ class Manifest:
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Record the finished run of a stage: the commit point of its output as a whole."""
-    write_json_atomic(Path(root) / MANIFEST_FILE, dataclasses.asdict(manifest))
+    write_json_atomic(as_path(root) / MANIFEST_FILE, dataclasses.asdict(manifest))
 
 
 def clear_manifest(root: Path) -> None:
     """Take back the manifest of a stage about to run: until it finishes, its output is not
     a finished run's."""
-    (Path(root) / MANIFEST_FILE).unlink(missing_ok=True)
+    remove(as_path(root) / MANIFEST_FILE)
 
 
 def has_units(root: Path) -> bool:
     """Whether ``root`` is the output of a lensdask stage (it has completion markers, a
     manifest, or the staging folder where its units write first: a stage stopped before
     its first unit completed), as opposed to files a user made."""
-    root = Path(root)
+    root = as_path(root)
     return any((root / name).exists() for name in (MARKER_DIR, MANIFEST_FILE, STAGING_DIR))
 
 
@@ -296,7 +297,7 @@ def read_manifest(root: Path) -> Manifest:
     StaleOutputError
         There is none (the stage did not finish its last run) or it cannot be read.
     """
-    path = Path(root) / MANIFEST_FILE
+    path = as_path(root) / MANIFEST_FILE
     try:
         data = json.loads(path.read_text())
         return Manifest(**{**data, "failed": tuple(data.get("failed", ()))})
@@ -345,27 +346,22 @@ def supersede(root: Path, keep: Iterable[str]) -> list[str]:
     list of str
         The units moved.
     """
-    import shutil
-
+    root = as_path(root)
     keep = set(keep)
     moved = []
-    for path in sorted((Path(root) / MARKER_DIR).glob("*.json")):
+    for path in sorted((root / MARKER_DIR).glob("*.json")):
         unit = path.stem
         if unit in keep:
             continue
         marker = read_marker(root, unit)
-        target = Path(root) / SUPERSEDED_DIR / unit
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
+        target = root / SUPERSEDED_DIR / unit
+        remove(target)
         for rel in marker.files if marker else {}:
-            source = Path(root) / rel
+            source = root / rel
             if source.exists():
-                destination = target / rel
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, destination)
-                _remove_empty_parents(source.parent, Path(root))
-        os.replace(path, target / path.name)
+                move(source, target / rel)
+                _remove_empty_parents(source.parent, root)
+        move(path, target / path.name)
         moved.append(unit)
     if moved:
         logger.info(
@@ -376,7 +372,7 @@ def supersede(root: Path, keep: Iterable[str]) -> list[str]:
 
 def complete_units(root: Path, *, config_hash: str | None = None) -> dict[str, Marker]:
     """All units under ``root`` with a marker (and, if given, the same configuration hash)."""
-    folder = Path(root) / MARKER_DIR
+    folder = as_path(root) / MARKER_DIR
     markers = {}
     for path in sorted(folder.glob("*.json")):
         marker = read_marker(root, path.stem)
@@ -386,10 +382,12 @@ def complete_units(root: Path, *, config_hash: str | None = None) -> dict[str, M
 
 
 def file_state(path: Path) -> list[Any]:
-    """Resolved path, size and modification time of a file: what changes when it is
-    rewritten (for configuration hashes of units made from input files)."""
-    stat = Path(path).stat()
-    return [os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+    """Resolved path (or URL), size and modification time (or the object store's version
+    tag) of a file: what changes when it is rewritten (for configuration hashes of units
+    made from input files)."""
+    from lensdask.storage import file_state as state
+
+    return state(path)
 
 
 def file_identity(path: Path) -> str:
@@ -400,6 +398,8 @@ def file_identity(path: Path) -> str:
 
 def _remove_empty_parents(folder: Path, root: Path) -> None:
     """Remove ``folder`` and its parents up to (not including) ``root`` while empty."""
+    if is_url(root):  # an object store has no empty folders
+        return
     while folder != root and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent

@@ -49,6 +49,7 @@ from lensdask.formats.files import write_json_atomic, write_text_atomic
 from lensdask.formats.ids import DuplicateIDError, describe_repeats
 from lensdask.formats.parquet import commit_parquet, read_file
 from lensdask.runner import Failure, run_units
+from lensdask.storage import as_path
 from lensdask.units import (
     Manifest,
     clear_manifest,
@@ -158,7 +159,7 @@ def find_duplicates(files: Mapping[str, Path], *, client: Any) -> pd.DataFrame:
             "row": pd.Series(dtype=np.int64),
         }
     )
-    parts = [(index, Path(files[name])) for index, name in enumerate(names)]
+    parts = [(index, as_path(files[name])) for index, name in enumerate(names)]
     frame = dd.from_map(unit_ids, parts, meta=meta, label="select-ids", enforce_metadata=False)
     shuffled = frame.shuffle(on="ID", npartitions=len(parts))
     found = shuffled.map_partitions(duplicated_rows, meta=meta)
@@ -225,7 +226,7 @@ def drop_rows(item: tuple[str, list[int], dict[str, str]], out: Path) -> dict[st
     if marker is None:
         raise FileNotFoundError(f"{out}: unit {unit} has no completion marker")
     (rel,) = [name for name in marker.files if name.endswith(".parquet")]
-    table = read_file(Path(out) / rel)
+    table = read_file(as_path(out) / rel)
     keep = np.ones(table.num_rows, dtype=bool)
     keep[np.asarray(rows, dtype=np.int64)] = False
     table = table.filter(pa.array(keep))

@@ -2,9 +2,9 @@
 
 A reader must never see half a file: every writer of lensdask writes into a temporary file
 beside its target and renames it into place with :func:`os.replace`, which is atomic on one
-local or POSIX file system (:func:`atomic_path`). The path functions here take local paths;
-object stores, where a put is atomic by itself, will need a twin of :func:`atomic_path`
-rather than a temporary file.
+local or POSIX file system (:func:`atomic_path`). For a file on an object store
+(:mod:`lensdask.storage`), the temporary file is local and is uploaded in one put, which is
+atomic by itself.
 """
 
 from __future__ import annotations
@@ -44,12 +44,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     Path
         Where to write the file's content.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    from lensdask.storage import as_path, is_url, replace
+
+    path = as_path(path)
+    name = f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}"
+    if is_url(path):
+        import tempfile
+
+        tmp = Path(tempfile.gettempdir()) / name
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(name)
     try:
         yield tmp
-        os.replace(tmp, path)
+        replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lensdask.formats.files import atomic_path, parquet_format
+from lensdask.storage import as_path, is_url
 from lensdask.units import (
     commit_file,
     file_identity,
@@ -26,27 +27,53 @@ class CatalogError(OSError):
     """A Parquet dataset (a catalog, the targets, the scores) cannot be found or read."""
 
 
-def read_file(path: str | Path, **options: Any):
-    """``pyarrow.parquet.read_table`` of one file, verifying its page checksums."""
+def arrow_file(path: Any) -> tuple[str, Any]:
+    """How pyarrow reaches ``path``: its path string and a pyarrow file system (None for a
+    local file; fsspec's file system of a URL, wrapped, with its credentials)."""
+    path = as_path(path)
+    if not is_url(path):
+        return str(path), None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return path.path, PyFileSystem(FSSpecHandler(path.fs))
+
+
+def read_file(path: Any, **options: Any):
+    """``pyarrow.parquet.read_table`` of one file (local or URL), verifying its page
+    checksums."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(path, page_checksum_verification=True, **options)
+    where, filesystem = arrow_file(path)
+    return pq.read_table(where, filesystem=filesystem, page_checksum_verification=True, **options)
 
 
-def open_file(path: str | Path, **options: Any):
-    """``pyarrow.parquet.ParquetFile`` of one file, verifying its page checksums."""
+def read_metadata(path: Any):
+    """The Parquet footer of one file (local or URL)."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path, page_checksum_verification=True, **options)
+    where, filesystem = arrow_file(path)
+    return pq.read_metadata(where, filesystem=filesystem)
+
+
+def open_file(path: Any, **options: Any):
+    """``pyarrow.parquet.ParquetFile`` of one file (local or URL), verifying its page
+    checksums."""
+    import pyarrow.parquet as pq
+
+    where, filesystem = arrow_file(path)
+    return pq.ParquetFile(where, filesystem=filesystem, page_checksum_verification=True, **options)
 
 
 def open_dataset(files: Any):
-    """A pyarrow dataset of Parquet ``files`` (paths, or a folder), verifying page
+    """A pyarrow dataset of Parquet ``files`` (paths or URLs, or a folder), verifying page
     checksums as it reads."""
     import pyarrow.dataset as ds
 
-    paths = str(files) if isinstance(files, str | Path) else [str(file) for file in files]
-    return ds.dataset(paths, format=parquet_format())
+    many = not isinstance(files, str | Path) and not hasattr(files, "protocol")
+    located = [arrow_file(file) for file in files] if many else [arrow_file(files)]
+    filesystem = located[0][1] if located else None
+    paths = [where for where, _ in located] if many else located[0][0]
+    return ds.dataset(paths, format=parquet_format(), filesystem=filesystem)
 
 
 def dataset_files(path: str | Path, *, what: str = "catalog") -> list[Path]:
@@ -67,7 +94,7 @@ def dataset_files(path: str | Path, *, what: str = "catalog") -> list[Path]:
     CatalogError
         If ``path`` does not exist or holds no Parquet file.
     """
-    path = Path(path)
+    path = as_path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -98,7 +125,7 @@ def dataset_parts(path: str | Path, *, what: str = "catalog") -> dict[Path, str]
     lensdask.units.StaleOutputError
         If the stage that wrote ``path`` did not finish its last run.
     """
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir() and has_units(path):
         parts = {}
         for marker in planned_units(path).values():
@@ -167,7 +194,7 @@ def commit_parquet(table: Any, root: Path, rel: str) -> int:
     written = pq.read_metadata(staged).num_rows
     if written != table.num_rows:
         raise OSError(f"{staged}: wrote {written} rows instead of {table.num_rows}")
-    final = Path(root) / rel
+    final = as_path(root) / rel
     commit_file(staged, final)
     return final.stat().st_size
 
