@@ -67,6 +67,11 @@ class ClusterSpec:
     """PEM certificate of this user's scheduler, workers and client (signed by the CA)."""
     tls_key: Path | None = None
     """PEM private key of :attr:`tls_cert`."""
+    preload: tuple[str, ...] = ()
+    """local: modules every worker has imported when it starts (a stage's modules and the
+    libraries its units import), so that its first task imports nothing. They are imported
+    once, in a fork server that the workers are forked from (:func:`fork_server`); empty:
+    each worker is a new Python process that imports what its tasks need."""
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS and "://" not in self.kind:
@@ -148,16 +153,20 @@ def make_cluster(spec: ClusterSpec) -> Any:
     security = spec.security()
     tls = {"security": security, "protocol": "tls://"} if security is not None else {}
     if spec.kind == "local":
+        import dask.config
         from distributed import LocalCluster
 
-        return LocalCluster(
-            n_workers=spec.n_workers or os.cpu_count() or 1,
-            threads_per_worker=spec.threads_per_worker,
-            memory_limit=spec.memory_limit,
-            host="127.0.0.1",
-            dashboard_address=spec.dashboard_address,
-            **tls,
-        )
+        forked = fork_server(spec.preload) if spec.preload else None
+        with dask.config.set(forked.config if forked else {}):
+            return LocalCluster(
+                n_workers=spec.n_workers or os.cpu_count() or 1,
+                threads_per_worker=spec.threads_per_worker,
+                memory_limit=spec.memory_limit,
+                host="127.0.0.1",
+                dashboard_address=spec.dashboard_address,
+                **({"env": forked.env} if forked else {}),
+                **tls,
+            )
     if spec.kind == "cuda":
         dask_cuda = require("dask_cuda", "cuda")
         # One worker per GPU, each declaring the resource the training task asks for.
@@ -175,6 +184,54 @@ def make_cluster(spec: ClusterSpec) -> Any:
     cluster = cls(**jobqueue_options(spec))
     keep_jobs(cluster, spec.n_workers or 1)
     return cluster
+
+
+@dataclass(frozen=True)
+class ForkServer:
+    """How a LocalCluster forks its workers from the fork server (:func:`fork_server`)."""
+
+    config: dict[str, Any]
+    """Dask configuration while the workers start."""
+    env: dict[str, str]
+    """Environment of the workers: this process's now (a fork server started earlier in a
+    long-lived process has the environment of then)."""
+
+
+def fork_server(modules: tuple[str, ...]) -> ForkServer:
+    """Have the workers of the next LocalCluster forked from a fork server that has imported
+    ``distributed`` and ``modules``.
+
+    Spawning each worker makes each import Dask (~0.5 s) and, at its first task, the stage's
+    libraries (~0.7 s for the cutouts), on every worker, all sharing the same cores; a fork
+    server imports them once and forks ready workers, which also end at once when the
+    cluster closes (tests/benchmarks/bench_startup.py). The fork server is Python's own
+    (:mod:`multiprocessing.forkserver`): one per process, started by the first cluster that
+    uses it, with the modules named then; this sets its module list, for the process.
+
+    Parameters
+    ----------
+    modules : tuple of str
+        Modules to import in the fork server.
+
+    Returns
+    -------
+    ForkServer
+        The Dask configuration and worker environment for ``LocalCluster``.
+    """
+    import multiprocessing
+
+    import dask.config
+    import distributed.utils
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *modules])
+    # distributed would otherwise set its own list, and import pandas here to check it
+    distributed.utils._forkserver_preload_set = True
+    # left out: the variables each nanny sets itself before starting its worker
+    nanny = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+    return ForkServer(
+        config={"distributed.worker.multiprocessing-method": "forkserver"},
+        env={key: value for key, value in os.environ.items() if key not in nanny},
+    )
 
 
 def jobqueue_options(spec: ClusterSpec) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class BandSpec:
 
 
 MOCK_LAYOUTS = ("simple", "kids-dr4")
+CATALOG_FORMATS = ("parquet", "hats")
 """File layouts of the mock survey (``mock_survey.layout``; see ``lensdask/mock/layouts.py``)."""
 COMPRESSION_TYPES = ("RICE_1", "HCOMPRESS_1", "GZIP_1", "GZIP_2")
 """Tile compressions of FITS images (``mock_survey.compress``), as fpack writes them."""
@@ -98,6 +99,12 @@ class MockSurveyConfig:
         default_factory=lambda: tuple(BandSpec.kids(b) for b in ("r", "g", "i"))
     )
     """Bands of the tile images; ``r`` is required."""
+    vary_seeing: bool = False
+    """Vary the seeing from tile to tile: each tile's PSF FWHM in each band is drawn from a
+    KiDS DR4-like log-normal distribution whose median is the band's ``seeing`` (r mostly
+    0.5-0.9 arcsec; ``lensdask/mock/seeing.py``), written in the images' ``SEEING`` and
+    ``PSF_FWHM`` keywords and in ``seeing/<tile>.parquet``. Off: every tile has the band's
+    ``seeing``."""
     pixel_scale: float = 0.2
     """Pixel scale of the tile images, arcsec/pixel."""
     zeropoint: float = 30.0
@@ -140,6 +147,12 @@ class MockSurveyConfig:
     ingest``) instead of the Parquet catalog.
 
     Both layouts hold the same sources and pixels; see ``lensdask/mock/layouts.py``."""
+    catalog_format: str = "parquet"
+    """``parquet``: the catalog as one Parquet file per tile (``catalog/<tile>.parquet``);
+    ``hats``: also as a HATS catalog (``catalog_hats/``, HEALPix-partitioned Parquet that
+    LSDB reads and ``lensdask select`` takes one unit per pixel), made from the tile files
+    with hats-import once every tile is written (needs the ``hats`` extra and ``layout:
+    simple``; ``lensdask/mock/hats.py``)."""
     compress: str | None = None
     """Tile-compress the images as fpack does (``.fits.fz``, the image in HDU 1):
     ``RICE_1`` or ``HCOMPRESS_1`` (lossy: quantised to 1/16 of the noise), ``GZIP_1`` or
@@ -183,6 +196,16 @@ class MockSurveyConfig:
             raise ConfigError(
                 f"mock_survey.layout: one of {', '.join(MOCK_LAYOUTS)}, got {self.layout!r}"
             )
+        if self.catalog_format not in CATALOG_FORMATS:
+            raise ConfigError(
+                f"mock_survey.catalog_format: one of {', '.join(CATALOG_FORMATS)}, "
+                f"got {self.catalog_format!r}"
+            )
+        if self.catalog_format == "hats" and self.layout != "simple":
+            raise ConfigError(
+                "mock_survey.catalog_format: hats is made from the Parquet tile catalogs of "
+                f"layout: simple, not from layout: {self.layout}"
+            )
         if self.compress is not None:
             if self.compress not in COMPRESSION_TYPES:
                 raise ConfigError(
@@ -207,18 +230,32 @@ class MockSurveyConfig:
 
 DUPLICATE_MODES = ("error", "keep-first")
 """How the selection treats a target ID that occurs more than once (``select.duplicates``)."""
+SELECT_PRESETS = ("kids-dr4", "lsst", "euclid", "none")
+"""The selection's presets (``select.preset``; see ``lensdask/catalog/presets.py``)."""
+SELECT_SAMPLES = ("LRG", "BG")
+"""The samples a selection makes (``select.samples`` keys)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class SelectConfig:
-    """The BG and LRG cuts of Li et al. (2020) and what the targets table keeps."""
+    """The BG and LRG samples (by default the cuts of Li et al. 2020) and what the targets
+    table keeps."""
 
+    preset: str = "kids-dr4"
+    """The survey whose samples and column names to use: ``kids-dr4`` (the cuts of Li et
+    al. 2020 on KiDS DR4 columns), ``lsst`` (Rubin DP1 Object table names), ``euclid``
+    (Euclid Q1 MER catalogue names) or ``none`` (``samples`` gives both)."""
+    samples: Mapping[str, str] = field(default_factory=dict)
+    """Sample (``BG``, ``LRG``) -> an expression over catalog columns that replaces the
+    preset's, e.g. ``LRG: "refExtendedness == 1 and -2.5*log10(r_cModelFlux) + 31.4 <=
+    20"``: names, numbers, + - * / **, comparisons, and/or/not, abs, log10, sqrt, isnan. An
+    LRG must also be a BG; a missing value (null, NaN) selects nothing."""
     bg_mag_max: float = 21.0
-    """BG: ``MAG_AUTO <= bg_mag_max`` (r-band Kron magnitude)."""
+    """BG: ``MAG_AUTO <= bg_mag_max`` (r-band Kron magnitude; kids-dr4 preset)."""
     lrg_mag_max: float = 20.0
-    """LRG: ``MAG_AUTO <= lrg_mag_max``."""
+    """LRG: ``MAG_AUTO <= lrg_mag_max`` (kids-dr4 preset)."""
     c_perp_max: float = 0.2
-    """LRG: ``|c_perp| < c_perp_max``."""
+    """LRG: ``|c_perp| < c_perp_max`` (kids-dr4 preset)."""
     extra_columns: tuple[str, ...] = ()
     """Catalog columns kept in the targets table beyond those of the catalog contract."""
     column_map: Mapping[str, str] = field(default_factory=dict)
@@ -237,6 +274,22 @@ class SelectConfig:
         object.__setattr__(
             self, "column_map", _str_mapping(self.column_map, where="select.column_map")
         )
+        if self.preset not in SELECT_PRESETS:
+            raise ConfigError(
+                f"select.preset: one of {', '.join(SELECT_PRESETS)}, got {self.preset!r}"
+            )
+        object.__setattr__(self, "samples", _samples(self.samples, preset=self.preset))
+        changed = [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name in ("bg_mag_max", "lrg_mag_max", "c_perp_max")
+            and getattr(self, f.name) != f.default
+        ]
+        if self.preset != "kids-dr4" and changed:
+            raise ConfigError(
+                f"select.{changed[0]} applies to the kids-dr4 preset; with preset "
+                f"{self.preset}, write the cut into select.samples"
+            )
         if self.duplicates not in DUPLICATE_MODES:
             raise ConfigError(
                 f"select.duplicates: one of {', '.join(DUPLICATE_MODES)}, got {self.duplicates!r}"
@@ -250,6 +303,27 @@ class SelectConfig:
             raise ConfigError(f"select.c_perp_max: must be > 0, got {self.c_perp_max}")
         if self.mask_bits < 0:
             raise ConfigError(f"select.mask_bits: must be >= 0, got {self.mask_bits}")
+
+
+def _samples(value: Mapping[str, str] | None, *, preset: str) -> dict[str, str]:
+    """``select.samples`` checked against ``select.preset`` (the expressions are parsed by
+    the selection and its pre-flight check, which know the catalog's columns)."""
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigError(f"select.samples: maps BG and LRG to expressions, got {value!r}")
+    result = dict(value or {})
+    for key, item in result.items():
+        if key not in SELECT_SAMPLES:
+            raise ConfigError(
+                f"select.samples: the samples are {' and '.join(SELECT_SAMPLES)}, got {key!r}"
+            )
+        if not isinstance(item, str):
+            raise ConfigError(f"select.samples.{key}: an expression in quotes, got {item!r}")
+    missing = [name for name in SELECT_SAMPLES if name not in result]
+    if preset == "none" and missing:
+        raise ConfigError(
+            f"select.samples: preset none needs an expression for {' and '.join(missing)}"
+        )
+    return result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -308,7 +382,8 @@ class CutoutConfig:
     16 and 64, tests/benchmarks/README.md) and reads whole tiles as fast as 64."""
     shard: bool = True
     """One shard per tile and band (one file, kind to parallel file systems, which suffer
-    from millions of small files) or one file per chunk (writes ~25% faster, measured)."""
+    from millions of small files) or one file per chunk (no faster to write since lensdask
+    writes the chunks itself, measured)."""
     compression_level: int = 0
     """Zstandard level of the cutout arrays; 0 (the default): no compression, because
     sky-noise-dominated float32 cutouts shrink by only 8% (measured) at the cost of a third
@@ -326,9 +401,20 @@ class CutoutConfig:
     """Also store each band's weight and flag stamps (``<band>_weight`` and ``<band>_flag``,
     float32 like the cutouts, NaN outside the image; flag values are exact) where the image
     has those maps."""
+    psf_keyword: str | None = None
+    """Header keyword of each image holding its PSF FWHM in arcsec (``PSF_FWHM`` of ESO's
+    Phase 3 images, ``SEEING``); a tile whose image lacks it fails, naming the file. None
+    (the default): the PSF is measured on the tile's stars (``measure_psf``)."""
+    measure_psf: bool = True
+    """Without ``psf_keyword``: measure each tile's PSF FWHM in every band on the bright,
+    isolated, unsaturated stars of the catalog (its ``SG2DPHOT`` stars; the stage's
+    ``catalog`` input, recorded nowhere without one) with Moffat fits, and record it with its
+    uncertainty and the number of stars in the tile's ``psf`` and ``seeing`` attributes."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", tuple(self.bands))
+        if self.psf_keyword is not None and not str(self.psf_keyword).strip():
+            raise ConfigError("cutouts.psf_keyword: a FITS keyword or null, got an empty name")
         if not self.bands:
             raise ConfigError("cutouts.bands: at least one band is needed")
         if len(set(self.bands)) != len(self.bands):
@@ -429,7 +515,15 @@ class SimulateConfig:
     test_positives: int = 2000
     """Mock lenses in the test split, painted on LRGs kept out of the other splits."""
     test_negatives: int = 2000
-    """Real LRGs in the test split (distinct LRGs, kept out of the other splits)."""
+    """Real negatives in the test split: distinct cutouts kept out of the other splits,
+    shared among kinds by ``test_negative_mix`` (by default all LRGs). They need no
+    simulation, so a test split can hold the 15,000 or more that rates at a
+    false-positive rate of 1e-4 need, given the cutouts (0: a tenth of the clean LRGs)."""
+    test_negative_mix: Mapping[str, float] = field(default_factory=lambda: {"LRG": 1.0})
+    """Share of each kind among the test negatives (normalised; kinds the cutouts lack are
+    dropped with a warning), e.g. ``{LRG: 0.8, ring: 0.07, spiral: 0.07, merger: 0.06}``
+    for a mixed set beside the LRGs; evaluation reports the rates for every negative and,
+    where mixed, for the LRGs alone. LRGs need a share: they host the test lenses."""
     validation_fraction: float = 0.1
     """Fraction of the training examples held out for validation."""
     negative_mix: Mapping[str, float] = field(
@@ -450,7 +544,27 @@ class SimulateConfig:
     (raise their share where a survey's candidates fill up with rings; the numbers are in
     tests/benchmarks/README.md)."""
     band: str = "r"
-    """Band of the cutouts the training set is made from."""
+    """Band of the cutouts the training set is made from: the arcs' brightness is set in it
+    (their peak a drawn fraction of the lens galaxy's peak), and its ``bad_fraction`` picks
+    the cutouts."""
+    bands: tuple[str, ...] | None = None
+    """Bands of the training images, in channel order (e.g. ``[g, r, i]``: images of shape
+    (size, size, 3)); each arc is painted in every band with its source's colours
+    (``source_g_r``, ``source_r_i``) and that band's PSF. They must include ``band``. None
+    (the default): ``band`` alone, the reference run's r-band images."""
+    normalise: str = "per-band"
+    """How images of several bands are scaled onto [0, 255]: ``per-band`` (each band by its
+    own minimum and maximum) or ``joint`` (all bands of a stamp by one, keeping the colours;
+    ``lensdask/normalise.py``). One band: the same either way."""
+    source_g_r: tuple[float, float] = (0.0, 0.6)
+    """g-r colour of the painted sources, mag, uniform (blue star-forming galaxies, as the
+    mock survey's lensed sources); with several ``bands`` only."""
+    source_r_i: tuple[float, float] = (-0.1, 0.4)
+    """r-i colour of the painted sources, mag, uniform; with several ``bands`` only."""
+    tile_psf: bool = True
+    """Convolve each arc with the PSF of its host's tile in each band (a Moffat of the FWHM
+    the cutout store records, ``seeing``, with ``psf_beta``); hosts on tiles that record
+    none get the configured PSF (counted and logged). False: the configured PSF for all."""
     supersample: int = 3
     """Rays per pixel along each axis when rendering arcs."""
     psf_fwhm: float = 0.7
@@ -469,6 +583,11 @@ class SimulateConfig:
     of a mock lens; cutouts above it (stars' halos, missing data) are left out and counted."""
     lenses: MockLensConfig = field(default_factory=MockLensConfig)
     """Priors of the mock lenses."""
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The bands of the training images, in channel order (``bands``, else ``band``)."""
+        return self.bands or (self.band,)
 
     def __post_init__(self) -> None:
         for name in ("positives", "negatives", "test_positives", "test_negatives"):
@@ -489,6 +608,33 @@ class SimulateConfig:
         ):
             raise ConfigError(f"simulate.negative_mix: shares must be >= 0, not all 0: {mix}")
         object.__setattr__(self, "negative_mix", mix)
+        test_mix = dict(self.test_negative_mix)
+        unknown = sorted(set(test_mix) - set(NEGATIVE_KINDS))
+        if unknown:
+            raise ConfigError(
+                f"simulate.test_negative_mix: unknown kind(s) {unknown}; "
+                f"known: {list(NEGATIVE_KINDS)}"
+            )
+        if any(not (isinstance(v, int | float) and v >= 0) for v in test_mix.values()) or not (
+            test_mix.get("LRG", 0) > 0
+        ):
+            raise ConfigError(
+                f"simulate.test_negative_mix: shares must be >= 0, with LRG > 0: {test_mix}"
+            )
+        object.__setattr__(self, "test_negative_mix", test_mix)
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+            if len(set(self.bands)) != len(self.bands) or self.band not in self.bands:
+                raise ConfigError(
+                    f"simulate.bands: distinct bands including simulate.band ({self.band!r}), "
+                    f"got {list(self.bands)}"
+                )
+        if self.normalise not in ("per-band", "joint"):
+            raise ConfigError(f"simulate.normalise: per-band or joint, got {self.normalise!r}")
+        _check_range("simulate.source_g_r", self.source_g_r, lo=-1.0, hi=3.0)
+        _check_range("simulate.source_r_i", self.source_r_i, lo=-1.0, hi=3.0)
+        object.__setattr__(self, "source_g_r", tuple(self.source_g_r))
+        object.__setattr__(self, "source_r_i", tuple(self.source_r_i))
         if self.supersample < 1:
             raise ConfigError(f"simulate.supersample: must be >= 1, got {self.supersample}")
         if not self.psf_fwhm > 0:
@@ -507,6 +653,8 @@ class SimulateConfig:
 
 SCHEDULES = ("cosine", "plateau")
 """Learning-rate schedules of :class:`TrainConfig`."""
+COMBINATIONS = ("mean", "median")
+"""How a committee's members' scores combine into its p_CNN (:class:`TrainConfig`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -542,11 +690,31 @@ class TrainConfig:
     mixed_precision: bool | None = None
     """float16 compute: None (default) turns it on where a GPU is used."""
     seed: int = 0
-    """Seed of weights, shuffling and augmentation."""
+    """Seed of weights, shuffling and augmentation (member ``k`` of a committee: ``seed + k``)."""
+    members: int = 1
+    """Networks of the committee, each trained independently (its own task, seed and
+    checkpoints) and combined by ``combination`` (1: one network, no committee)."""
+    member_widths: tuple[float, ...] = ()
+    """Width multiplier of each committee member, one per member (empty: ``width`` for all)."""
+    combination: str = "mean"
+    """How a committee's p_CNN combines its members' scores: ``mean`` or ``median``."""
 
     def __post_init__(self) -> None:
         if not self.width > 0:
             raise ConfigError(f"train.width: must be > 0, got {self.width}")
+        if self.members < 1:
+            raise ConfigError(f"train.members: must be >= 1, got {self.members}")
+        if self.member_widths and len(self.member_widths) != self.members:
+            raise ConfigError(
+                f"train.member_widths: one width per member ({self.members}), got "
+                f"{len(self.member_widths)}"
+            )
+        if not all(width > 0 for width in self.member_widths):
+            raise ConfigError(f"train.member_widths: must be > 0, got {self.member_widths}")
+        if self.combination not in COMBINATIONS:
+            raise ConfigError(
+                f"train.combination: one of {', '.join(COMBINATIONS)}, got {self.combination!r}"
+            )
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
@@ -563,6 +731,82 @@ class TrainConfig:
             raise ConfigError(f"train.lr_patience: must be >= 0, got {self.lr_patience}")
         if not self.learning_rate > 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """Fine-tuning a trained classifier on graded candidates, with a replay of its
+    original training set."""
+
+    positive_p: float | None = None
+    """Label candidates as lenses by P = p_cnn * s_ave / 10 at or above this (the ranking's
+    P) instead of by the graders' verdict (A or B); None: by the verdict."""
+    min_grades: int = 1
+    """Grades a candidate needs to be used."""
+    agreement: float = 0.6
+    """Share of a candidate's graders who must give the same verdict (lens: A or B;
+    non-lens: C or D) for it to be used, in (0.5, 1]."""
+    holdout: float = 0.2
+    """Share of the labelled candidates kept out of the fine-tune to evaluate it, in [0, 1)."""
+    val_fraction: float = 0.15
+    """Share of the other labelled candidates that validate (early stopping), in (0, 1)."""
+    copies: int = 4
+    """Augmented copies (rotation, flip, shift, brightness) of each graded training example."""
+    replay: float = 0.5
+    """Share of the fine-tune's training and validation examples drawn from the original
+    training set (so the network does not forget the simulations), in [0, 1)."""
+    min_positives: int = 10
+    """Fewest lenses among the labelled candidates to fine-tune with."""
+    min_negatives: int = 10
+    """Fewest non-lenses among the labelled candidates to fine-tune with."""
+    epochs: int = 5
+    """Most epochs of the fine-tune."""
+    batch_size: int = 64
+    """Examples per training step."""
+    learning_rate: float = 2e-4
+    """Adam learning rate, decayed by a cosine over the epochs (no warm-up: the weights are
+    trained already)."""
+    patience: int = 3
+    """Early stopping: epochs without a better validation loss before stopping."""
+    augment: bool = True
+    """Random 90-degree rotations, flips, shifts and brightness rescales of training batches."""
+    mixed_precision: bool | None = None
+    """float16 compute: None (default) turns it on where a GPU is used."""
+    seed: int = 0
+    """Seed of the splits, the replay sample, the copies, shuffling and augmentation."""
+
+    def __post_init__(self) -> None:
+        if self.positive_p is not None and not 0 < self.positive_p <= 1:
+            raise ConfigError(f"finetune.positive_p: must be in (0, 1], got {self.positive_p}")
+        if not 0.5 < self.agreement <= 1:
+            raise ConfigError(f"finetune.agreement: must be in (0.5, 1], got {self.agreement}")
+        for name, low, high in (("holdout", 0, 1), ("replay", 0, 1)):
+            if not low <= getattr(self, name) < high:
+                raise ConfigError(
+                    f"finetune.{name}: must be in [{low}, {high}), got {getattr(self, name)}"
+                )
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"finetune.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        counts = ("min_grades", "copies", "min_positives", "min_negatives", "epochs")
+        for name in (*counts, "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"finetune.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"finetune.learning_rate: must be > 0, got {self.learning_rate}")
+
+    def train_config(self, *, width: float) -> TrainConfig:
+        """The training configuration of the fine-tune (``width``: the parent model's)."""
+        return TrainConfig(
+            width=width,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            warmup=0.0,
+            patience=self.patience,
+            augment=self.augment,
+            mixed_precision=self.mixed_precision,
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -594,6 +838,8 @@ class ScoreConfig:
 
 DEFAULT_THRESHOLDS: Mapping[str, float] = types.MappingProxyType({"LRG": 0.75, "BG": 0.98})
 """The reference run's p_cnn thresholds of candidates, per sample."""
+EXPLORE_STRATEGIES = ("random", "uncertainty", "disagreement")
+"""How targets below the thresholds are drawn for grading (``candidates.explore_strategy``)."""
 THETA_E_BINS = (1.0, 1.5, 2.0, 3.0, 5.0)
 """arcsec: edges of the Einstein-radius bins of the test metrics and completeness tables."""
 ARC_RATIO_BINS = (0.02, 0.04, 0.08, 0.15, 0.3)
@@ -624,8 +870,26 @@ class CandidateConfig:
     ECSV, FITS, VOTable or Parquet, with the targets' ``ID`` and/or a position
     (``RAJ2000``/``DEJ2000``, ``RA``/``DEC``, VizieR's ``_RAJ2000``/``_DEJ2000``, ... in
     decimal degrees or sexagesimal, right ascension in hours)."""
+    explore: int = 0
+    """Targets below the thresholds added to the candidates for grading, to learn where
+    the classifier errs: flagged ``explore`` in the candidates table (never shown to the
+    graders), ranked apart from the search's candidates. 0: none."""
+    explore_strategy: str = "random"
+    """How the exploration targets are drawn: ``random`` (uniformly among all scored
+    targets below their threshold: estimates the lenses the search misses),
+    ``uncertainty`` (those just below their sample's threshold), or ``disagreement``
+    (largest spread of a committee's member scores, score columns ``p_cnn_<k>``)."""
+    explore_seed: int = 0
+    """Seed of the exploration draw (``random``, and ties of the other strategies)."""
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.explore, int) and self.explore >= 0):
+            raise ConfigError(f"candidates.explore: a count >= 0, got {self.explore!r}")
+        if self.explore_strategy not in EXPLORE_STRATEGIES:
+            raise ConfigError(
+                f"candidates.explore_strategy: one of {', '.join(EXPLORE_STRATEGIES)}, "
+                f"got {self.explore_strategy!r}"
+            )
         thresholds = {**DEFAULT_THRESHOLDS, **dict(self.thresholds)}
         unknown = sorted(set(thresholds) - set(DEFAULT_THRESHOLDS))
         if unknown:

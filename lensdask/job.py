@@ -4,7 +4,9 @@ Top-level keys are ``workdir`` (where every output goes), one section per stage 
 the stage name with underscores: ``mock_survey``, ``select``, ...) and the paths of
 artifacts the job takes from elsewhere instead of making them (``catalog``, ``images``,
 ``model``: any artifact a stage of the table writes). An artifact comes from exactly
-one place: the path the job gives, or the stage of the job that makes it.
+one place: the path the job gives, or the stage of the job that makes it. Any path may be
+an fsspec URL (``s3://bucket/survey``); ``storage_options`` gives their credentials and
+endpoint (:mod:`lensdask.storage`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from lensdask import stages as table
 from lensdask.config import ConfigError, from_mapping
+from lensdask.storage import as_path
 
 DEFAULT_WORKDIR = Path("lensdask-output")
 
@@ -32,12 +35,19 @@ class JobConfig:
     """Folder for every output of the job (relative paths: to the current directory)."""
     given: Mapping[str, Path] = field(default_factory=dict)
     """Artifacts the job takes from elsewhere (``catalog``, ``images``, ``model``), by name."""
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    """fsspec options of every URL of the job (``s3://...``: ``key``, ``secret``,
+    ``client_kwargs: {endpoint_url: ...}``); without them, credentials come from the
+    environment and fsspec's configuration."""
     sections: Mapping[str, Any] = field(default_factory=dict)
     """Configuration of each stage the job runs, by section key."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "workdir", Path(self.workdir))
-        object.__setattr__(self, "given", {k: Path(v) for k, v in self.given.items()})
+        options = dict(self.storage_options)
+        object.__setattr__(self, "storage_options", options)
+        object.__setattr__(self, "workdir", as_path(self.workdir, storage_options=options))
+        given = {k: as_path(v, storage_options=options) for k, v in self.given.items()}
+        object.__setattr__(self, "given", given)
         sections = dict(self.sections)
         for stage in table.STAGES:
             if stage.always and sections.get(stage.section) is None:
@@ -99,23 +109,27 @@ def job_from_mapping(data: Mapping[str, Any] | None) -> JobConfig:
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"job: expected a mapping of sections, got {data!r}")
     sections = {stage.section: stage for stage in table.STAGES}
-    known = ["workdir", *sections, *table.artifact_names()]
+    known = ["workdir", "storage_options", *sections, *table.artifact_names()]
     unknown = sorted(str(key) for key in (data or {}) if key not in known)
     if unknown:
         raise ConfigError(
             f"top level: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    workdir, given, configured = DEFAULT_WORKDIR, {}, {}
+    workdir, given, configured, options = DEFAULT_WORKDIR, {}, {}, {}
     for key, value in (data or {}).items():
         if key == "workdir":
-            workdir = Path(value)
+            workdir = value
+        elif key == "storage_options":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"storage_options: expected a mapping, got {value!r}")
+            options = dict(value)
         elif key in sections:
             stage = sections[key]
             if value is not None or stage.always:
                 configured[key] = from_mapping(stage.config, value, where=key)
         elif value is not None:
-            given[key] = Path(value)
-    return JobConfig(workdir=workdir, given=given, sections=configured)
+            given[key] = value
+    return JobConfig(workdir=workdir, given=given, sections=configured, storage_options=options)
 
 
 def load_job(path: str | Path) -> JobConfig:

@@ -3,7 +3,9 @@
 For each stage the job runs: its work units (one Dask task each: tiles, simulation
 batches, score files), the rows it handles and an estimate of the size of its output, from
 the job's configuration and, for real catalogs, the Parquet footers or FITS headers of the
-inputs (nothing else is read). Counts of targets and candidates of real surveys are
+inputs (nothing else is read). Each plan also says how much it reads and the work its cost
+scales with (:attr:`StagePlan.work`), which :mod:`lensdask.capacity` prices in core-hours
+and GPU-hours. Counts of targets and candidates of real surveys are
 estimated with the fractions of KiDS DR4 (:data:`BG_FRACTION` and the reference run's
 candidate rates); a mock survey's come from its configuration. Tasks scale with tiles and
 batches, never with galaxies: that is what keeps the scheduler small.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import glob
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lensdask.config import (
     CandidateConfig,
     CutoutConfig,
+    FinetuneConfig,
     IngestConfig,
     MockSurveyConfig,
     ScoreConfig,
@@ -41,6 +45,13 @@ RESNET18_PARAMS = 11.2e6
 """Parameters of the full ResNet-18 (width 1); about width^2 times that for narrower ones."""
 STAMP_BYTES = 30_000
 """Bytes of the two PNG stamps (colour and r band) of one candidate."""
+REFERENCE_STAMP_PIXELS = 101 * 101
+"""Pixels of the cutouts the per-unit costs of ``lensdask/capacity.json`` were measured on:
+work on larger cutouts counts in multiples of it (cutting, simulating and the network's
+convolutions all grow with the pixels)."""
+COMPRESSED_BYTES_PER_PIXEL = {"RICE_1": 4 * 359 / 1682, "GZIP_2": 4 * 1472 / 1682}
+"""File bytes per pixel of tile-compressed images (``bench_compressed.py``: a 1682 MiB
+float32 tile is 359 MiB as RICE_1 and 1472 MiB as GZIP_2); others count as plain."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,11 @@ class StagePlan:
     output_bytes: float | None
     """Estimated size of the stage's output (None: unknown)."""
     note: str = ""
+    read_bytes: float | None = None
+    """Estimated bytes the stage reads (None: unknown)."""
+    work: Mapping[str, float | None] = field(default_factory=dict)
+    """What the stage's cost scales with, by quantity (``catalog rows``, ``cutouts``, ...;
+    None: unknown): the quantities that ``lensdask/capacity.json`` gives a rate for."""
 
 
 def catalog_size(config: JobConfig) -> tuple[int | None, int | None]:
@@ -88,9 +104,7 @@ def fits_rows(files: list[str]) -> int | None:
 
 def parquet_size(path: Path | None) -> tuple[int | None, int | None]:
     """Files and rows of a Parquet file or folder, from the footers."""
-    import pyarrow.parquet as pq
-
-    from lensdask.formats.parquet import CatalogError, dataset_files
+    from lensdask.formats.parquet import CatalogError, dataset_files, read_metadata
 
     try:
         files = dataset_files(path) if path is not None else []
@@ -98,7 +112,7 @@ def parquet_size(path: Path | None) -> tuple[int | None, int | None]:
         files = []
     if not files:
         return None, None
-    return len(files), sum(pq.read_metadata(f).num_rows for f in files)
+    return len(files), sum(read_metadata(f).num_rows for f in files)
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,27 @@ class JobSizes:
     """LRGs among them."""
     stamp_bytes: int
     """Bytes of one cutout in one band."""
+    image_pixels: int | None = None
+    """Pixels of the tile images in one band, all tiles (None: unknown)."""
+    compression: str | None = None
+    """Tile compression of the images (``RICE_1``, ...; None: plain)."""
+    model_width: float = 1.0
+    """Width of the job's network (1.0 where it takes a model from elsewhere)."""
+    train_examples: int | None = None
+    """Examples of the training and validation splits (None: a training set from
+    elsewhere)."""
+
+    @property
+    def stamp_factor(self) -> float:
+        """A cutout's pixels in units of :data:`REFERENCE_STAMP_PIXELS`."""
+        return self.stamp_bytes / 4 / REFERENCE_STAMP_PIXELS
+
+    def image_read_bytes(self, bands: int) -> float | None:
+        """File bytes of the tile images of ``bands`` bands."""
+        if self.image_pixels is None:
+            return None
+        per_pixel = COMPRESSED_BYTES_PER_PIXEL.get(self.compression or "", 4)
+        return self.image_pixels * bands * per_pixel
 
     @property
     def candidates(self) -> int | None:
@@ -138,7 +173,24 @@ def job_sizes(config: JobConfig) -> JobSizes:
         bg = None if sources is None else round(sources * BG_FRACTION)
         lrg_total = None if bg is None else round(bg * LRG_FRACTION)
     size = config.cutouts.size if config.cutouts else 101
-    return JobSizes(tiles, sources, bg, lrg_total, size * size * 4)
+    mock = config.mock_survey
+    images = mock is not None and mock.images
+    return JobSizes(
+        tiles,
+        sources,
+        bg,
+        lrg_total,
+        size * size * 4,
+        image_pixels=mock.tiles * mock.image_size**2 if images else None,
+        compression=mock.compress if images else None,
+        model_width=config.train.width if config.train is not None else 1.0,
+        train_examples=sim.positives + sim.negatives if (sim := config.simulate) else None,
+    )
+
+
+def scaled(count: int | None, factor: float) -> float | None:
+    """``count * factor``, or None where the count is unknown."""
+    return None if count is None else count * factor
 
 
 def plan_job(config: JobConfig, stages: list[str]) -> list[StagePlan]:
@@ -158,15 +210,17 @@ def plan_job(config: JobConfig, stages: list[str]) -> list[StagePlan]:
 
 def plan_mock_survey(mock: MockSurveyConfig, sizes: JobSizes) -> StagePlan:
     """The mock survey: a task per tile, the catalog and the images."""
-    images = mock.tiles * len(mock.bands) * mock.image_size**2 * 4 if mock.images else 0
+    pixels = mock.tiles * len(mock.bands) * mock.image_size**2 if mock.images else 0
     sources = sizes.sources or 0
     return StagePlan(
         "mock-survey",
         mock.tiles,
         "tile",
         sizes.sources,
-        sources * CATALOG_ROW_BYTES + images,
+        sources * CATALOG_ROW_BYTES + pixels * 4,
         f"{len(mock.bands)} band images of {mock.image_size} px" if mock.images else "",
+        read_bytes=0,
+        work={"catalog rows": sizes.sources, "image pixels": pixels},
     )
 
 
@@ -179,6 +233,7 @@ def plan_ingest(ingest: IngestConfig, sizes: JobSizes) -> StagePlan:
         sizes.sources,
         sizes.sources and sizes.sources * CATALOG_ROW_BYTES,
         "" if sizes.tiles else f"no catalogs found in {ingest.source}",
+        work={"catalog rows": sizes.sources},
     )
 
 
@@ -191,12 +246,21 @@ def plan_select(select: SelectConfig, sizes: JobSizes) -> StagePlan:
         sizes.bg,
         sizes.bg and sizes.bg * CATALOG_ROW_BYTES,
         "" if sizes.lrg is None else f"~{sizes.lrg:,} LRGs",
+        # every column of every row at most: the selection reads only the columns it needs
+        read_bytes=scaled(sizes.sources, CATALOG_ROW_BYTES),
+        work={"catalog rows": sizes.sources},
     )
 
 
 def plan_cutouts(cutouts: CutoutConfig, sizes: JobSizes) -> StagePlan:
     """The cutouts: a task per tile, every target in every band."""
     bands = len(cutouts.bands)
+    images = sizes.image_read_bytes(bands)
+    targets = scaled(sizes.bg, CATALOG_ROW_BYTES)
+    work = {"cutouts": scaled(sizes.bg, bands * sizes.stamp_factor)}
+    if sizes.compression is not None:
+        # a tile's stamps lie all over it, so the whole image is decompressed once
+        work[f"{sizes.compression} pixels"] = scaled(sizes.image_pixels, bands)
     return StagePlan(
         "cutouts",
         sizes.tiles,
@@ -204,6 +268,8 @@ def plan_cutouts(cutouts: CutoutConfig, sizes: JobSizes) -> StagePlan:
         sizes.bg,
         sizes.bg and sizes.bg * bands * sizes.stamp_bytes,
         f"{bands} band(s)",
+        read_bytes=None if images is None or targets is None else images + targets,
+        work=work,
     )
 
 
@@ -219,39 +285,104 @@ def plan_simulate(sim: SimulateConfig, sizes: JobSizes) -> StagePlan:
         train_val + test,
         (train_val + test) * sizes.stamp_bytes,
         f"{sim.positives:,} mock lenses, {sim.negatives:,} negatives + test",
+        read_bytes=(train_val + test) * sizes.stamp_bytes,  # a host or negative cutout each
+        work={"examples": (train_val + test) * sizes.stamp_factor},
     )
 
 
 def plan_train(train: TrainConfig, sizes: JobSizes) -> StagePlan:
-    """The training: one task; the model, its checkpoint and its optimiser state."""
-    params = RESNET18_PARAMS * train.width**2
+    """The training: a task per network (one, or each member of a committee); each
+    network's model, checkpoint and optimiser state.
+
+    The work counts every epoch of the budget over the training and validation splits, in
+    units of the full network on a 101 x 101 px cutout (a network of width w costs about
+    w^2 of it), summed over the networks."""
+    widths = train.member_widths or (train.width,) * train.members
+    squares = sum(width**2 for width in widths)
+    examples = sizes.train_examples
+    where = (
+        "on one (GPU) worker"
+        if train.members == 1
+        else f"a committee of {train.members}, one task per member on as many (GPU) workers"
+    )
+    shown = train.width if not train.member_widths else ",".join(f"{w:g}" for w in widths)
     return StagePlan(
         "train",
+        train.members,
+        "model",
+        None,
+        RESNET18_PARAMS * squares * 4 * 3,
+        f"width {shown}, up to {train.epochs} epochs, {where}",
+        read_bytes=scaled(examples, train.members * train.epochs * sizes.stamp_bytes),
+        work={"example-epochs": scaled(examples, train.epochs * squares * sizes.stamp_factor)},
+    )
+
+
+def plan_finetune(finetune: FinetuneConfig, sizes: JobSizes) -> StagePlan:
+    """The fine-tune: one task; a model the size of its parent's (not known before it)."""
+    return StagePlan(
+        "finetune",
         1,
         "model",
         None,
-        params * 4 * 3,
-        f"width {train.width}, up to {train.epochs} epochs, on one (GPU) worker",
+        None,
+        f"up to {finetune.epochs} epochs from the parent's weights, on one (GPU) worker",
     )
 
 
 def plan_score(score: ScoreConfig, sizes: JobSizes) -> StagePlan:
-    """The scores: a task per tile, a row per target."""
-    return StagePlan("score", sizes.tiles, "tile", sizes.bg, sizes.bg and sizes.bg * 40)
+    """The scores: a task per tile, a row per target.
+
+    The work: ``images`` (reading and normalising a cutout, by its pixels), ``model
+    images`` (the network on it: its width squared, times the pixels of its input, which
+    is the model's 101 x 101 where the cutouts are resampled) and ``resampled stamps``."""
+    model_input = 1.0 if score.resample else sizes.stamp_factor
+    work = {
+        "images": scaled(sizes.bg, sizes.stamp_factor),
+        "model images": scaled(sizes.bg, sizes.model_width**2 * model_input),
+    }
+    if score.resample:
+        work["resampled stamps"] = sizes.bg
+    return StagePlan(
+        "score",
+        sizes.tiles,
+        "tile",
+        sizes.bg,
+        sizes.bg and sizes.bg * 40,
+        "resampled to the model's pixel scale" if score.resample else "",
+        read_bytes=scaled(sizes.bg, sizes.stamp_bytes),
+        work=work,
+    )
 
 
 def plan_candidates(candidates: CandidateConfig, sizes: JobSizes) -> StagePlan:
     """The candidates, at the reference run's rates."""
     n = sizes.candidates
     return StagePlan(
-        "candidates", sizes.tiles, "score file", n, n and n * 100, "rates of the reference run"
+        "candidates",
+        sizes.tiles,
+        "score file",
+        n,
+        n and n * 100,
+        "rates of the reference run",
+        read_bytes=scaled(sizes.bg, 40),
+        work={"score rows": sizes.bg},
     )
 
 
 def plan_stamps(stamps: StampConfig, sizes: JobSizes) -> StagePlan:
     """The stamps: a task per tile, two PNGs per candidate."""
     n = sizes.candidates
-    return StagePlan("stamps", sizes.tiles, "tile", n, n and n * STAMP_BYTES)
+    return StagePlan(
+        "stamps",
+        sizes.tiles,
+        "tile",
+        n,
+        n and n * STAMP_BYTES,
+        # the colour stamps' three bands of each candidate's cutout
+        read_bytes=scaled(n, 3 * sizes.stamp_bytes),
+        work={"candidates": n},
+    )
 
 
 def format_bytes(value: float | None) -> str:

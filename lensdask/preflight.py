@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lensdask.stages import Stage, StageIO, describe, stage_named
+from lensdask.storage import StorageError, check_reachable, is_url
 
 SHOWN = 20
 """Problems of one kind listed by name; the rest are counted."""
@@ -41,10 +42,22 @@ def check_stage(stage: Stage, config: Any, io: StageIO) -> list[str]:
                 f"needs {describe(item.artifact)}: give its path (`{item.artifact}:` in the "
                 f"job file, --{item.artifact} on the command line)"
             )
+        elif is_url(path):
+            try:
+                check_reachable(path, what=describe(item.artifact))
+            except StorageError as err:
+                problems.append(str(err))
         elif not Path(path).exists():
             problems.append(
                 f"needs {describe(item.artifact)} at {path}; run the stage that makes it first"
             )
+    for artifact in stage.outputs:  # an output's bucket must exist and answer
+        path = io.paths.get(artifact)
+        if path is not None and is_url(path):
+            try:
+                check_reachable(path, what=describe(artifact), must_exist=False)
+            except StorageError as err:
+                problems.append(str(err))
     check = stage.check_function()
     if not problems and check is not None:
         problems = check(config, io)
@@ -89,11 +102,12 @@ def parquet_problems(files: Iterable[Path], columns: dict[str, str], *, fix: str
         How to map other names (``select.column_map``), for the message.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from lensdask.formats.parquet import read_schema
 
     def problem(path: Path) -> str | None:
         try:
-            names = set(pq.read_schema(path).names)
+            names = set(read_schema(path).names)
         except (OSError, pa.ArrowException) as err:
             return f"{path}: cannot read Parquet: {err}"
         missing = [
@@ -123,12 +137,22 @@ def check_ingest(config: Any, io: StageIO) -> list[str]:
 
 
 def check_select(config: Any, io: StageIO) -> list[str]:
-    """Every catalog file is Parquet with the columns the cuts and the targets table need
-    (names through ``select.column_map``), and no two files make the same unit."""
+    """The samples' expressions parse (where the preset is not the kids-dr4 kernel) and
+    name numeric columns of the catalog (its first file's schema), every catalog file is
+    Parquet with the columns the samples and the targets table need (names through
+    ``select.column_map``), and no two files make the same unit."""
+    from lensdask.catalog.expressions import ExpressionError
+    from lensdask.catalog.presets import parse_samples, uses_kernel
     from lensdask.catalog.select import file_columns
     from lensdask.formats.parquet import dataset_parts
     from lensdask.units import StaleOutputError
 
+    kernel = uses_kernel(config)
+    if not kernel:
+        try:
+            parse_samples(config)
+        except ExpressionError as err:
+            return [str(err)]
     catalog = present(io, "catalog")
     if catalog is None:
         return []
@@ -142,8 +166,39 @@ def check_select(config: Any, io: StageIO) -> list[str]:
         if path.stem in seen:
             problems.append(f"{seen[path.stem]} and {path} are both catalog file {path.stem}")
         seen.setdefault(path.stem, path)
+    if not kernel and files:
+        found = sample_problems(config, files[0])
+        if found:  # the same columns would be listed missing in every file
+            return problems + found
     fix = "name the survey's columns with select.column_map"
     return problems + parquet_problems(files, file_columns(config), fix=fix)
+
+
+def sample_problems(config: Any, path: Path) -> list[str]:
+    """The samples' expressions against the schema of the catalog file ``path``: a name
+    that is not a column (the expression shown with a caret under it), or a column that
+    is not a number. An unreadable schema is left to :func:`parquet_problems`."""
+    import pyarrow as pa
+
+    from lensdask.catalog.expressions import ExpressionError
+    from lensdask.catalog.presets import parse_samples
+    from lensdask.formats.parquet import read_schema
+
+    try:
+        schema = read_schema(path)
+    except (OSError, pa.ArrowException):
+        return []
+    try:
+        selection = parse_samples(config, columns=schema.names)
+    except ExpressionError as err:
+        return [f"{path}: {err}"]
+    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal)
+    return [
+        f"{path}: column {column} (for `{name}`) is {schema.field(column).type}; the samples' "
+        "expressions read numbers"
+        for name, column in selection.names.items()
+        if not any(test(schema.field(column).type) for test in numeric)
+    ]
 
 
 def check_cutouts(config: Any, io: StageIO) -> list[str]:

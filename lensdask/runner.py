@@ -49,6 +49,8 @@ class UnitError:
     """The exception, on one line (type and message)."""
     traceback: str
     """The full traceback, for the log."""
+    attempts: int = 1
+    """How many times the unit was tried."""
 
 
 def is_deterministic(exc: BaseException) -> bool:
@@ -83,6 +85,32 @@ def _attempt(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not is_deterministic(exc):
             raise
         return UnitError(one_line(exc), traceback.format_exc())
+
+
+def _attempt_batch(
+    func: Callable[..., Any], firsts: Sequence[Any], *args: Any, retries: int, **kwargs: Any
+) -> list[Any]:
+    """Run several units in one task, one after the other, each committed on its own: what
+    each returned, or a :class:`UnitError` where it failed (after ``retries`` more attempts
+    of a failure that may pass), so that one unit's failure never redoes the others."""
+    outcomes = []
+    for first in firsts:
+        for attempt in range(retries + 1):
+            try:
+                outcomes.append(func(first, *args, **kwargs))
+                break
+            except Exception as exc:
+                if is_deterministic(exc) or attempt == retries:
+                    outcomes.append(UnitError(one_line(exc), traceback.format_exc(), attempt + 1))
+                    break
+    return outcomes
+
+
+def units_per_task(units: int, workers: int, *, most: int = 16) -> int:
+    """How many small units one task runs: enough that each task's scheduling and start
+    cost is shared, while every worker thread still gets about eight tasks to balance the
+    load; at most ``most``."""
+    return max(1, min(most, units // max(1, 8 * workers)))
 
 
 def one_line(exc: BaseException) -> str:
@@ -150,9 +178,11 @@ def run_units(
     retries: int = 1,
     progress: bool = True,
     unit_args: Sequence[Any] | None = None,
+    batch: int = 1,
     **kwargs: Any,
 ) -> UnitReport:
-    """Run ``func(unit_arg, *args, **kwargs)`` as one task per unit and collect the outcome.
+    """Run ``func(unit_arg, *args, **kwargs)`` as one task per unit (or per ``batch`` units)
+    and collect the outcome.
 
     Parameters
     ----------
@@ -173,6 +203,10 @@ def run_units(
         Show a progress bar over units (on stderr).
     unit_args : sequence, optional
         The first argument of each call, parallel to ``units``; default the unit names.
+    batch : int
+        Units per task (:func:`units_per_task`): for many small units, whose scheduling
+        would cost more than their work. A task runs its units in turn, each committed on
+        its own and failing on its own.
 
     Returns
     -------
@@ -192,16 +226,31 @@ def run_units(
     # (releases are asynchronous) would hand back that call's result instead of running.
     # One map call, not a submit per unit: the scheduler gets a single graph update.
     run = uuid.uuid4().hex[:8]
-    futures_list = client.map(
-        functools.partial(_attempt, func),
-        firsts,
-        *([arg] * len(firsts) for arg in args),
-        key=[(stage, unit, run) for unit in units],
-        retries=retries,
-        pure=False,
-        **kwargs,
-    )
-    futures = dict(zip(futures_list, units, strict=True))
+    names = list(units)
+    if batch > 1:
+        groups = [names[i : i + batch] for i in range(0, len(names), batch)]
+        starts = range(0, len(names), batch)
+        futures_list = client.map(
+            functools.partial(_attempt_batch, func, retries=retries),
+            [firsts[i : i + batch] for i in starts],
+            *([arg] * len(groups) for arg in args),
+            key=[(stage, f"{group[0]}+{len(group) - 1}", run) for group in groups],
+            retries=retries,
+            pure=False,
+            **kwargs,
+        )
+    else:
+        groups = [[name] for name in names]
+        futures_list = client.map(
+            functools.partial(_attempt, func),
+            firsts,
+            *([arg] * len(firsts) for arg in args),
+            key=[(stage, unit, run) for unit in units],
+            retries=retries,
+            pure=False,
+            **kwargs,
+        )
+    futures = dict(zip(futures_list, groups, strict=True))
     bar = tqdm(total=len(units), desc=stage, unit="unit", disable=not progress)
     try:
         # with_results: results are fetched concurrently, not one round trip per unit
@@ -209,28 +258,30 @@ def run_units(
         # is current in this process (two clients in one process would share a connection)
         tracked = as_completed(futures, loop=client.loop, with_results=True, raise_errors=False)
         for future, result in tracked:
-            unit = futures[future]
-            if future.status == "finished" and not isinstance(result, UnitError):
-                report.results[unit] = result
+            group = futures[future]
+            if future.status == "finished":
+                outcomes = result if batch > 1 else [result]
             else:
-                if isinstance(result, UnitError):
-                    error, trace, attempts = result.error, result.traceback, 1
-                else:
-                    exc = future.exception()
-                    error, attempts = one_line(exc), retries + 1
-                    trace = "".join(traceback.format_exception(type(exc), exc, future.traceback()))
-                report.failures.append(Failure(unit, stage, error, attempts))
+                exc = future.exception()
+                trace = "".join(traceback.format_exception(type(exc), exc, future.traceback()))
+                lost = UnitError(one_line(exc), trace, retries + 1)
+                outcomes = [lost] * len(group)
+            for unit, outcome in zip(group, outcomes, strict=True):
+                if not isinstance(outcome, UnitError):
+                    report.results[unit] = outcome
+                    continue
+                report.failures.append(Failure(unit, stage, outcome.error, outcome.attempts))
                 logger.debug(
                     "%s: unit %s failed after %d attempt(s): %s\n%s",
                     stage,
                     unit,
-                    attempts,
-                    error,
-                    trace.rstrip(),
+                    outcome.attempts,
+                    outcome.error,
+                    outcome.traceback.rstrip(),
                 )
                 bar.set_postfix(failed=len(report.failures))
             future.release()
-            bar.update(1)
+            bar.update(len(group))
     finally:
         bar.close()
     report.failures.sort(key=lambda failure: failure.unit)
@@ -248,6 +299,7 @@ def run_stage(
     lineage: Mapping[str, Mapping[str, str]] | None = None,
     progress: bool = True,
     prepare: Callable[[], Any] | None = None,
+    small_units: bool = False,
     **kwargs: Any,
 ) -> UnitReport:
     """Run the units of a stage that are not complete yet, and record the stage's output.
@@ -283,6 +335,9 @@ def run_stage(
     prepare : callable, optional
         Called once before the units run, only when some are left to run (e.g. to load a
         model on the workers).
+    small_units : bool
+        Units take well under a second (a catalog file's selection): several run in one
+        task (:func:`units_per_task`), each still committed on its own.
     **kwargs
         Passed to every call of ``func`` (configs, folders).
 
@@ -329,6 +384,7 @@ def run_stage(
             (func, inputs[unit], unit, hashes[unit], dict(lineage.get(unit, {}))) for unit in todo
         ],
         progress=progress,
+        batch=units_per_task(len(todo), sum(client.nthreads().values())) if small_units else 1,
         **kwargs,
     )
     pending = set(todo)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lensdask import config as cfg
+from lensdask.storage import as_path
 
 ARTIFACTS: Mapping[str, str] = {
     "survey": "the mock survey",
@@ -34,6 +35,8 @@ ARTIFACTS: Mapping[str, str] = {
     "candidates": "the candidates",
     "stamps": "the stamps",
     "image_index": "the image index (lensdask index-images)",
+    "grades": "the grades (a grades CSV: lensdask inspect export)",
+    "finetuned_model": "the fine-tuned model",
 }
 """What each artifact the stages read and write is, for messages. An artifact is a file or
 folder a stage writes (a name among the stages' ``outputs``); a job file gives the path of
@@ -47,8 +50,14 @@ def describe(artifact: str) -> str:
 
 
 def artifact_names() -> list[str]:
-    """Every artifact some stage of :data:`STAGES` writes."""
-    return list(dict.fromkeys(name for stage in STAGES for name in stage.outputs))
+    """Every artifact some stage of :data:`STAGES` writes or reads (the grades are read
+    only: a job gives their path)."""
+    names = [
+        name
+        for stage in STAGES
+        for name in [*stage.outputs, *(item.artifact for item in stage.inputs)]
+    ]
+    return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +121,15 @@ class Stage:
     the problems of its inputs and configuration that would fail every unit (each naming
     the file, column or parameter), found in seconds from footers and attributes before
     any cluster starts. Inputs in ``io.made`` are not there yet and are not checked."""
+    worker_imports: tuple[str, ...] = ()
+    """Libraries its units import that its run module does not (those it imports where
+    used: astropy, zarr), for :attr:`preload`."""
+
+    @property
+    def preload(self) -> tuple[str, ...]:
+        """Modules the local workers of its command start with, so that its first units
+        import nothing: its run module and :attr:`worker_imports`."""
+        return (self.run.partition(":")[0], *self.worker_imports)
 
     @property
     def section(self) -> str:
@@ -154,23 +172,24 @@ class StageIO:
                 f"{self.stage}: needs {describe(name)}: give its path (`{name}:` in "
                 f"the job file, --{name} on the command line)"
             )
-        if not Path(path).exists():
+        path = as_path(path)
+        if not path.exists():
             raise FileNotFoundError(
                 f"{self.stage}: needs {describe(name)} at {path}; run the stage that makes it first"
             )
-        return Path(path)
+        return path
 
     def optional(self, name: str) -> Path | None:
         """The path of input ``name`` where it exists, else None."""
         path = self.paths.get(name)
-        return Path(path) if path is not None and Path(path).exists() else None
+        return as_path(path) if path is not None and as_path(path).exists() else None
 
     def out(self, name: str) -> Path:
         """Where output ``name`` goes."""
         path = self.paths.get(name)
         if path is None:
             raise ValueError(f"{self.stage}: no path for its output {name}")
-        return Path(path)
+        return as_path(path)
 
 
 @dataclass
@@ -272,8 +291,10 @@ STAGES: tuple[Stage, ...] = (
 
         BG: SG2DPHOT == 0 and MAG_AUTO <= 21. LRG (subset of BG, listed once as LRG):
         MAG_AUTO < 14 + c_par/0.3, |c_perp| < 0.2, MAG_AUTO <= 20 from the GAaP colours
-        (Li et al. 2020). One task per catalog file; counts per tile and sample go to the
-        log, OUT/_summary.json and OUT/_tiles.csv.""",
+        (Li et al. 2020): the kids-dr4 preset. --preset lsst or euclid selects on those
+        surveys' columns; --samples gives expressions for BG and LRG. One task per catalog
+        file; counts per tile and sample go to the log, OUT/_summary.json and
+        OUT/_tiles.csv.""",
     ),
     Stage(
         name="cutouts",
@@ -281,6 +302,7 @@ STAGES: tuple[Stage, ...] = (
         run="lensdask.cutouts.make:run",
         plan="lensdask.plan:plan_cutouts",
         check="lensdask.preflight:check_cutouts",
+        worker_imports=("astropy.io.fits", "astropy.wcs", "zarr"),
         inputs=(
             Input(artifact="targets", argument=True),
             Input(
@@ -293,6 +315,12 @@ STAGES: tuple[Stage, ...] = (
                 required=False,
                 help="The image index (lensdask index-images): each tile's images, HDUs and "
                 "compression, whatever their names.",
+            ),
+            Input(
+                artifact="catalog",
+                required=False,
+                help="The catalog the targets were selected from: each tile's PSF is measured "
+                "on its SG2DPHOT stars and recorded (without it, only from --psf-keyword).",
             ),
         ),
         outputs={"cutouts": "cutouts.zarr"},
@@ -471,6 +499,44 @@ STAGES: tuple[Stage, ...] = (
         ranked order with IDs and scores (Li et al. 2020, Figure 8), one task per sheet.
         The grading page (lensdask inspect) and the Zooniverse export show these
         stamps.""",
+    ),
+    Stage(
+        name="finetune",
+        config=cfg.FinetuneConfig,
+        run="lensdask.nn.finetune:run",
+        plan="lensdask.plan:plan_finetune",
+        check="lensdask.nn.finetune:check_finetune",
+        inputs=(
+            Input(artifact="model", argument=True),
+            Input(artifact="grades", help="Grades CSV (lensdask inspect export)."),
+            Input(artifact="candidates", help="The candidates the grades are of."),
+            Input(artifact="cutouts", help="The cutout store holding the candidates' cutouts."),
+            Input(
+                artifact="trainset",
+                help="The model's original training set: the replay sample and the test "
+                "split the fine-tuned model is evaluated on.",
+            ),
+        ),
+        outputs={"finetuned_model": "model-finetuned"},
+        options=(
+            Option(
+                name="in_process",
+                kind="flag",
+                local=True,
+                help="Fine-tune in this process instead of on a Dask worker.",
+            ),
+        ),
+        doc="""Fine-tune MODEL on graded candidates (lensdask inspect export) into OUT.
+
+        Candidates graded A/B by enough agreeing graders (or with P at or above
+        --positive-p) become lenses, those graded C/D hard negatives; a share is held out
+        to evaluate. The rest, in augmented copies, is mixed with a replay sample of the
+        original TRAINSET and trains from MODEL's weights as one resumable task, like
+        train. The card records the parent model, the grades used (per grade and grader)
+        and the metrics on the original test split and on the held-out grades. Grades of
+        unknown candidates or of candidates without a cutout, too few lenses or
+        non-lenses, and a model made for other stamps (band, size, pixel scale,
+        normalisation) are refused.""",
     ),
 )
 """Every stage, in run order."""

@@ -59,7 +59,16 @@ def as_path(location: Any, *, storage_options: Mapping[str, Any] | None = None) 
     return Path(text.removeprefix("file://"))
 
 
-def text(path: Any) -> str:
+def options_of(*paths: Any) -> dict[str, Any] | None:
+    """The ``storage_options`` of the first URL among ``paths`` (a job gives every URL the
+    same), for files named by URL inside its data (an image index's paths); None if none."""
+    for path in paths:
+        if path is not None and is_url(path) and hasattr(path, "storage_options"):
+            return dict(path.storage_options)
+    return None
+
+
+def url_or_path(path: Any) -> str:
     """How messages and markers name a location: the URL of a remote one, the local path."""
     if is_url(path):
         return f"{path.protocol}://{path.path.lstrip('/')}" if hasattr(path, "path") else str(path)
@@ -121,7 +130,7 @@ def file_state(path: Any) -> list[Any]:
         info = path.fs.info(path.path)
         tags = ("ETag", "etag", "generation", "mtime", "LastModified")
         tag = next((info[key] for key in tags if key in info), None)
-        return [text(path), info.get("size"), str(tag)]
+        return [url_or_path(path), info.get("size"), str(tag)]
     stat = Path(path).stat()
     return [os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
@@ -143,10 +152,10 @@ def check_reachable(location: Any, *, what: str, must_exist: bool = True) -> Non
         if not location.fs.exists(missing):
             raise FileNotFoundError(f"no such object, folder or bucket {missing!r}")
     except (OSError, ValueError, PermissionError) as err:
-        raise StorageError(f"{what} {text(location)}: cannot be reached: {err}") from None
+        raise StorageError(f"{what} {url_or_path(location)}: cannot be reached: {err}") from None
     except Exception as err:  # botocore and aiohttp raise their own types for the network
         raise StorageError(
-            f"{what} {text(location)}: cannot be reached: {type(err).__name__}: {err}"
+            f"{what} {url_or_path(location)}: cannot be reached: {type(err).__name__}: {err}"
         ) from None
 
 
@@ -157,7 +166,8 @@ __all__ = [
     "file_state",
     "is_url",
     "move",
+    "options_of",
     "remove",
     "replace",
-    "text",
+    "url_or_path",
 ]

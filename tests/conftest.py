@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ("s3",)  # tests/s3.py: a local S3 server and its buckets
+
 
 @pytest.fixture(scope="session")
 def client():

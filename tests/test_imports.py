@@ -48,8 +48,12 @@ ALLOWED = {
     ("lensdask.mock.survey", "lensdask.lensing.psf"): "the survey's PSF is the arcs' Moffat",
     ("lensdask.mock.render", "lensdask.lensing.psf"): "galaxies use its sub-pixel sampling",
     ("lensdask.score.resident", "lensdask.nn.model"): "rebuilds the network in mixed precision",
-    ("lensdask.cutouts.make", "lensdask.images.match"): "places targets without a tile on images",
+    ("lensdask.cutouts.placement", "lensdask.images.match"): "places targets on images by position",
+    ("lensdask.images.psf", "lensdask.cutouts.extract"): "cuts stars' stamps as cutouts are cut",
     ("lensdask.score.resident", "lensdask.nn.evaluate"): "predicts in fixed-size batches",
+    ("lensdask.cutouts.psf", "lensdask.images.psf"): "measures each tile's PSF on its stars",
+    ("lensdask.cutouts.make", "lensdask.images.psf"): "reads a tile's PSF from its headers",
+    ("lensdask.lensing.simulate", "lensdask.mock.population"): "arcs take the mock's colours",
 }
 """Edges between stages onto pure kernel modules, each with why."""
 

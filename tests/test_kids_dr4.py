@@ -152,17 +152,13 @@ def test_a_dr4_layout_runs_through_the_dr4_job_settings(compress, tmp_path, clie
         assert_placed_by_position(work, client)
 
 
-def assert_placed_by_position(work: Path, client) -> None:
-    """Targets that name no tile are placed on the index's images by position: the same
-    groups and cutouts as by their catalog's tile key (the mock's tiles do not overlap)."""
+def cut_by_index(targets: Path, out: Path, work: Path, client):
+    """The r and g cutouts of ``targets`` from the images of the job's image index."""
     from lensdask.config import CutoutConfig
     from lensdask.cutouts.make import make_cutouts
 
-    keyless = work / "keyless.parquet"
-    pd.read_parquet(work / "targets.parquet").drop(columns="THELI_NAME").to_parquet(keyless)
-    out = work / "placed.zarr"
-    report = make_cutouts(
-        keyless,
+    return make_cutouts(
+        targets,
         None,
         out,
         config=CutoutConfig(bands=("r", "g")),
@@ -170,6 +166,16 @@ def assert_placed_by_position(work: Path, client) -> None:
         index=work / "images.parquet",
         progress=False,
     )
+
+
+def assert_placed_by_position(work: Path, client) -> None:
+    """Targets that name no tile are placed on the index's images by position: the same
+    groups and cutouts as by their catalog's tile key (the mock's tiles do not overlap)."""
+
+    keyless = work / "keyless.parquet"
+    pd.read_parquet(work / "targets.parquet").drop(columns="THELI_NAME").to_parquet(keyless)
+    out = work / "placed.zarr"
+    report = cut_by_index(keyless, out, work, client)
     assert report.units.ok
     keyed = work / "cutouts.zarr"
     assert complete_tiles(out) == complete_tiles(keyed)
@@ -180,15 +186,7 @@ def assert_placed_by_position(work: Path, client) -> None:
         np.testing.assert_array_equal(got.ids[back], want.ids[order])
         np.testing.assert_array_equal(got.images["r"][back], want.images["r"][order])
     # a rerun places nothing again and remakes no tile
-    again = make_cutouts(
-        keyless,
-        None,
-        out,
-        config=CutoutConfig(bands=("r", "g")),
-        client=client,
-        index=work / "images.parquet",
-        progress=False,
-    )
+    again = cut_by_index(keyless, out, work, client)
     assert again.written == 0 and again.skipped == len(complete_tiles(keyed))
     assert again.placement.units.results == {} and again.placement.units.skipped == ["keyless"]
     assert_keys_checked(work, client)
@@ -198,8 +196,6 @@ def assert_keys_checked(work: Path, client) -> None:
     """Where the targets name their tile, the key wins and the positions check it: targets
     given another tile's key, and a target on no image, are counted and listed with the
     group their position puts them in."""
-    from lensdask.config import CutoutConfig
-    from lensdask.cutouts.make import make_cutouts
     from lensdask.cutouts.placement import LISTING
 
     targets = pd.read_parquet(work / "targets.parquet")
@@ -212,15 +208,7 @@ def assert_keys_checked(work: Path, client) -> None:
     lost = targets.index[-1]
     wrong.loc[lost, "RAJ2000"] += 10.0  # on no image, still keyed to its tile
     wrong.to_parquet(work / "rekeyed.parquet")
-    report = make_cutouts(
-        work / "rekeyed.parquet",
-        None,
-        work / "rekeyed.zarr",
-        config=CutoutConfig(bands=("r", "g")),
-        client=client,
-        index=work / "images.parquet",
-        progress=False,
-    )
+    report = cut_by_index(work / "rekeyed.parquet", work / "rekeyed.zarr", work, client)
     placement = report.placement
     assert placement.keyed and placement.counts["by_key"] == len(targets)
     assert placement.counts["off_their_key"] == len(moved) + 1

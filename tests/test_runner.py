@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 from lensdask.runner import run_units
 
@@ -136,3 +137,48 @@ def test_a_failure_is_logged_once_with_its_traceback(client, caplog):
     records = [r for r in caplog.records if "u3" in r.getMessage()]
     assert len(records) == 1 and records[0].levelno == logging.DEBUG
     assert "Traceback" in records[0].getMessage() and "square_or_fail" in records[0].getMessage()
+
+
+def fail_some(value: int, attempts, *, transient_until: int) -> int:
+    """A unit that fails for good on 3, fails on 5 until its ``transient_until``-th attempt
+    (a lost connection), and notes every attempt of every unit in ``attempts``."""
+    with open(attempts, "a") as handle:
+        handle.write(f"{value}\n")
+    if value == 3:
+        raise ValueError("unit 3 is corrupt")
+    if value == 5:
+        tried = Path(attempts).read_text().split().count("5")
+        if tried < transient_until:
+            raise ConnectionResetError("lost the object store")
+    return value * value
+
+
+def test_units_batched_in_a_task_succeed_and_fail_one_by_one(client, tmp_path):
+    from lensdask.runner import units_per_task
+
+    for transient_until, five in ((2, "ok"), (9, "failed")):
+        attempts = tmp_path / f"attempts-{transient_until}.txt"
+        report = run_units(
+            client,
+            fail_some,
+            [f"u{k}" for k in range(8)],
+            attempts,
+            stage="batched",
+            unit_args=list(range(8)),
+            retries=1,
+            progress=False,
+            batch=3,
+            transient_until=transient_until,
+        )
+        ok = {f"u{k}": k * k for k in range(8) if k != 3 and (k != 5 or five == "ok")}
+        assert report.results == ok
+        failed = {failure.unit: failure for failure in report.failures}
+        assert sorted(failed) == (["u3"] if five == "ok" else ["u3", "u5"])
+        assert failed["u3"].attempts == 1 and "unit 3 is corrupt" in failed["u3"].error
+        if five == "failed":
+            assert failed["u5"].attempts == 2 and "lost the object store" in failed["u5"].error
+        tries = attempts.read_text().split()
+        # each unit ran once, but for the retried one: no unit was redone for another's sake
+        assert sorted(tries) == sorted([str(k) for k in range(8)] + ["5"])
+    assert units_per_task(1006, 2) == 16 and units_per_task(40, 2) == 2
+    assert units_per_task(5, 8) == 1

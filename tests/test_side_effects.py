@@ -39,7 +39,8 @@ def bfloat16_policy():
 
 def test_plots_keep_the_backend_and_random_states(pdf_backend, tmp_path):
     from lensdask.nn.evaluate import plot_histograms, plot_roc
-    from lensdask.score.figures import plot_completeness, plot_p_cnn
+    from lensdask.score.figures import plot_p_cnn
+    from lensdask.selection import plot_completeness
 
     labels = np.repeat([0, 1], 20)
     scores = np.random.default_rng(0).random(40)

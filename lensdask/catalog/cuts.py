@@ -12,15 +12,22 @@ a BG. With ``SelectConfig.mask_bits`` nonzero, a source whose catalog ``MASK`` h
 those bits is neither (Li et al. 2020 did not cut on the mask: off by default).
 Comparisons are made in float64 on the catalog's values, so a boundary value stored in the
 catalog (``MAG_AUTO == 21.0``) is treated exactly as the inequality says.
+
+Other surveys' samples (and overrides of these) are expressions
+(:mod:`lensdask.catalog.presets`); :func:`expression_masks` applies them with the same
+contract: an LRG is also a BG.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from lensdask.catalog.expressions import Expression, evaluate
+from lensdask.catalog.presets import column_map, parse_samples, uses_kernel
 from lensdask.config import SelectConfig
 
 
@@ -31,6 +38,7 @@ class CutMasks:
     bg: np.ndarray
     lrg: np.ndarray
     nan_colour: np.ndarray
+    """BGs missing a value the LRG cuts read (a NaN colour, for the kids-dr4 kernel)."""
 
 
 def colour_cuts(
@@ -97,7 +105,7 @@ def target_masks(
     if config.mask_bits:
         if mask is None:
             raise ValueError("select.mask_bits is set: the MASK column is needed")
-        bg &= (np.asarray(mask).astype(np.int64) & config.mask_bits) == 0
+        bg &= unmasked(mask, config.mask_bits)
     # the colour cuts only for the BGs (~3% of a catalog)
     rows = np.flatnonzero(bg)
     g_r = np.asarray(g_r)[rows].astype(np.float64)
@@ -111,6 +119,52 @@ def target_masks(
     return CutMasks(bg=bg, lrg=lrg, nan_colour=nan_colour)
 
 
+def unmasked(mask: np.ndarray, mask_bits: int) -> np.ndarray:
+    """Where a catalog ``MASK`` (null as 0) has none of ``mask_bits``."""
+    return (np.asarray(mask).astype(np.int64) & mask_bits) == 0
+
+
+def expression_masks(
+    bg: Expression,
+    lrg: Expression,
+    columns: Mapping[str, np.ndarray],
+    *,
+    rows: int,
+    keep: np.ndarray | None = None,
+) -> CutMasks:
+    """BG, LRG and missing-value masks from the samples' expressions.
+
+    Parameters
+    ----------
+    bg, lrg : Expression
+        The samples' conditions (:func:`lensdask.catalog.presets.parse_samples`).
+    columns : mapping
+        Name in the expressions -> float64 values, missing as NaN.
+    rows : int
+        Rows of the frame.
+    keep : ndarray of bool, optional
+        Rows allowed to be BGs at all (the ``mask_bits`` cut).
+
+    Returns
+    -------
+    CutMasks
+        BGs where ``bg`` is true; LRGs where ``lrg`` is true too (an LRG is a BG);
+        ``nan_colour``: BGs with a missing value in a column ``lrg`` reads.
+    """
+    bg_rows = evaluate(bg, columns, rows=rows)
+    if keep is not None:
+        bg_rows &= keep
+    # the LRG expression only for the BGs (~3% of a catalog)
+    at = np.flatnonzero(bg_rows)
+    of_bgs = {name: np.asarray(columns[name], dtype=np.float64)[at] for name in lrg.columns}
+    lrg_rows = np.zeros(rows, dtype=bool)
+    lrg_rows[at] = evaluate(lrg, of_bgs, rows=len(at))
+    nan_colour = np.zeros(rows, dtype=bool)
+    for values in of_bgs.values():
+        nan_colour[at] |= np.isnan(values)
+    return CutMasks(bg=bg_rows, lrg=lrg_rows, nan_colour=nan_colour)
+
+
 def classify_targets(frame: pd.DataFrame, *, config: SelectConfig | None = None) -> pd.DataFrame:
     """Keep the BGs of ``frame`` and label each ``sample`` = ``LRG`` or ``BG``.
 
@@ -118,9 +172,10 @@ def classify_targets(frame: pd.DataFrame, *, config: SelectConfig | None = None)
     ----------
     frame : pandas.DataFrame
         Catalog rows with at least ``SG2DPHOT``, ``MAG_AUTO`` and the two GAaP colours (and
-        ``MASK`` where ``config.mask_bits`` is nonzero).
+        ``MASK`` where ``config.mask_bits`` is nonzero); with another preset or
+        ``select.samples``, the columns their expressions read.
     config : SelectConfig, optional
-        The cut values (default: those of Li et al. 2020).
+        The samples and cut values (default: those of Li et al. 2020).
 
     Returns
     -------
@@ -129,15 +184,33 @@ def classify_targets(frame: pd.DataFrame, *, config: SelectConfig | None = None)
         as ``LRG``).
     """
     config = config or SelectConfig()
-    masks = target_masks(
-        frame["SG2DPHOT"].to_numpy(dtype=np.int64, na_value=-1),
-        frame["MAG_AUTO"].to_numpy(dtype=np.float64, na_value=np.nan),
-        frame["COLOUR_GAAP_g_r"].to_numpy(dtype=np.float64, na_value=np.nan),
-        frame["COLOUR_GAAP_r_i"].to_numpy(dtype=np.float64, na_value=np.nan),
-        config=config,
-        mask=frame["MASK"].to_numpy(dtype=np.int64, na_value=0) if config.mask_bits else None,
-    )
+    if not uses_kernel(config):
+        masks = frame_expression_masks(frame, config=config)
+    else:
+        masks = target_masks(
+            frame["SG2DPHOT"].to_numpy(dtype=np.int64, na_value=-1),
+            frame["MAG_AUTO"].to_numpy(dtype=np.float64, na_value=np.nan),
+            frame["COLOUR_GAAP_g_r"].to_numpy(dtype=np.float64, na_value=np.nan),
+            frame["COLOUR_GAAP_r_i"].to_numpy(dtype=np.float64, na_value=np.nan),
+            config=config,
+            mask=frame["MASK"].to_numpy(dtype=np.int64, na_value=0) if config.mask_bits else None,
+        )
     targets = frame.loc[masks.bg].copy()
     targets["sample"] = np.where(masks.lrg[masks.bg], "LRG", "BG")
     targets["sample"] = targets["sample"].astype("string")
     return targets
+
+
+def frame_expression_masks(frame: pd.DataFrame, *, config: SelectConfig) -> CutMasks:
+    """:func:`expression_masks` of the samples of ``config`` on a catalog frame (its column
+    names those of the catalog, read through the preset's and ``select.column_map``)."""
+    selection = parse_samples(config, columns=list(frame.columns))
+    columns = {
+        name: frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        for name, column in selection.names.items()
+    }
+    keep = None
+    if config.mask_bits:
+        mask = frame[column_map(config).get("MASK", "MASK")]
+        keep = unmasked(mask.to_numpy(dtype=np.int64, na_value=0), config.mask_bits)
+    return expression_masks(selection.bg, selection.lrg, columns, rows=len(frame), keep=keep)

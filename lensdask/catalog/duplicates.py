@@ -5,12 +5,17 @@ tile (tiles that overlap, catalogs merged by hand). Every later stage identifies
 by its ``ID`` (cutouts, scores, candidates), so the selection finds them and refuses them
 unless the job says how to resolve them (``select.duplicates``).
 
-How they are found, at any size: once the units are committed, each unit's ``ID`` column
-is read with its unit (an index into the sorted unit names) and row number, one partition
-per unit, and hash-partitioned by ``ID`` with a Dask dataframe shuffle on the injected
-client. Equal IDs meet in the same partition, whatever unit they came from; each partition
-keeps the rows whose ID it holds more than once, and only those come back. No process ever
-holds all the IDs.
+How they are found (:func:`find_duplicates`), once the units are committed. Up to
+:data:`GATHER_LIMIT` targets, each unit's task reads its ``ID`` column and sends back a
+64-bit hash of each ID (8 bytes per target); the client finds the hashes that occur more
+than once, and the units holding them send back those rows' IDs, which are compared as
+strings (a hash collision is never taken for a repeat). Beyond that, each unit's ``ID``
+column is read with its unit (an index into the sorted unit names) and row number, one
+partition per unit, and hash-partitioned by ``ID`` with a Dask dataframe shuffle on the
+injected client: equal IDs meet in the same partition, whatever unit they came from, and
+only the rows of repeated IDs come back, so no process ever holds all the IDs. The shuffle
+of a few hundred partitions costs seconds even for a small selection (its tasks grow as
+the square of the units), which the hashes avoid.
 
 What happens then (:func:`check_target_ids`):
 
@@ -73,6 +78,8 @@ DROPPED = "duplicates_dropped"
 KEPT_IN = "duplicates_kept_in"
 """Marker ``extra`` key: unit holding kept rows -> its configuration hash then."""
 COLUMNS = ("ID", "unit", "row")
+GATHER_LIMIT = 20_000_000
+"""Most targets whose ID hashes the client gathers (160 MB); beyond, a Dask shuffle."""
 
 
 # --- kernel (pandas, no I/O) --------------------------------------------------------------
@@ -128,7 +135,49 @@ def unit_ids(item: tuple[int, Path]) -> pd.DataFrame:
     )
 
 
-def find_duplicates(files: Mapping[str, Path], *, client: Any) -> pd.DataFrame:
+def id_hashes(path: Path) -> np.ndarray:
+    """A 64-bit hash of each ``ID`` of a targets file, in row order (a missing ID gets 0
+    and is never taken for a repeat: :func:`rows_with_hashes` leaves it out)."""
+    ids = read_file(path, columns=["ID"])["ID"].to_numpy(zero_copy_only=False)
+    hashes = pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False)
+    hashes[pd.isna(ids)] = 0
+    return hashes
+
+
+def rows_with_hashes(item: tuple[int, Path, np.ndarray]) -> pd.DataFrame:
+    """The rows of one unit's targets file whose ID hash is in ``wanted``: ``ID``, ``unit``
+    (its index) and ``row``."""
+    index, path, wanted = item
+    ids = read_file(path, columns=["ID"])["ID"].to_numpy(zero_copy_only=False)
+    hashes = id_hashes(path)
+    rows = np.flatnonzero(np.isin(hashes, wanted) & ~pd.isna(ids))
+    return pd.DataFrame(
+        {"ID": ids[rows].astype(object), "unit": np.full(len(rows), index), "row": rows}
+    )
+
+
+def _gathered_duplicates(parts: list[tuple[int, Path]], *, client: Any) -> pd.DataFrame:
+    """Rows of repeated IDs by the hashes of :func:`id_hashes` (see the module)."""
+    hashed = client.gather(client.map(id_hashes, [path for _, path in parts], pure=False))
+    every = np.concatenate(hashed) if hashed else np.zeros(0, dtype=np.uint64)
+    values, counts = np.unique(every[every != 0], return_counts=True)
+    repeated = values[counts > 1]
+    if not repeated.size:
+        return pd.DataFrame({"ID": [], "unit": [], "row": []})
+    holders = [
+        (index, path, repeated)
+        for (index, path), hashes in zip(parts, hashed, strict=True)
+        if np.isin(hashes, repeated).any()
+    ]
+    found = pd.concat(
+        client.gather(client.map(rows_with_hashes, holders, pure=False)), ignore_index=True
+    )
+    return duplicated_rows(found)
+
+
+def find_duplicates(
+    files: Mapping[str, Path], *, client: Any, gather_limit: int = GATHER_LIMIT, rows: int = 0
+) -> pd.DataFrame:
     """Every row of every ID that occurs more than once among ``files``.
 
     Parameters
@@ -136,7 +185,12 @@ def find_duplicates(files: Mapping[str, Path], *, client: Any) -> pd.DataFrame:
     files : mapping
         Unit name -> its Parquet file (with an ``ID`` column).
     client : distributed.Client
-        The injected Dask client: a partition per unit, shuffled by ``ID``.
+        The injected Dask client: a task per unit.
+    gather_limit : int
+        Up to this many targets (``rows``), their ID hashes are gathered; beyond, the IDs
+        are shuffled (see the module).
+    rows : int
+        How many targets the files hold (0: unknown, taken as within the limit).
 
     Returns
     -------
@@ -160,17 +214,20 @@ def find_duplicates(files: Mapping[str, Path], *, client: Any) -> pd.DataFrame:
         }
     )
     parts = [(index, as_path(files[name])) for index, name in enumerate(names)]
-    frame = dd.from_map(unit_ids, parts, meta=meta, label="select-ids", enforce_metadata=False)
-    shuffled = frame.shuffle(on="ID", npartitions=len(parts))
-    found = shuffled.map_partitions(duplicated_rows, meta=meta)
-    rows = client.compute(found).result()
-    if rows.empty:
+    if rows <= gather_limit:
+        repeats = _gathered_duplicates(parts, client=client)
+    else:
+        frame = dd.from_map(unit_ids, parts, meta=meta, label="select-ids", enforce_metadata=False)
+        shuffled = frame.shuffle(on="ID", npartitions=len(parts))
+        found = shuffled.map_partitions(duplicated_rows, meta=meta)
+        repeats = client.compute(found).result()
+    if repeats.empty:
         return empty
     result = pd.DataFrame(
         {
-            "ID": rows["ID"].astype(object).to_numpy(),
-            "unit": np.asarray(names, dtype=object)[rows["unit"].to_numpy()],
-            "row": rows["row"].to_numpy(np.int64),
+            "ID": repeats["ID"].astype(object).to_numpy(),
+            "unit": np.asarray(names, dtype=object)[repeats["unit"].to_numpy()],
+            "row": repeats["row"].to_numpy(np.int64),
         }
     )
     return result.sort_values(["unit", "row"], kind="stable", ignore_index=True)
@@ -293,7 +350,8 @@ def check_target_ids(
         for unit, marker in markers.items()
         if marker is not None
     }
-    found = find_duplicates(files, client=client)
+    total = sum(marker.rows for marker in markers.values() if marker is not None)
+    found = find_duplicates(files, client=client, rows=total)
     if found.empty:
         (out / DUPLICATES_FILE).unlink(missing_ok=True)
         write_manifest(out, manifest)
@@ -366,6 +424,7 @@ __all__: Sequence[str] = (
     "drop_rows",
     "duplicated_rows",
     "find_duplicates",
+    "id_hashes",
     "mark_first",
     "units_to_redo",
 )

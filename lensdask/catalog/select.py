@@ -1,8 +1,11 @@
 """Select the BG and LRG targets from a Parquet catalog, one Dask task per catalog file.
 
-Each task reads only the columns it needs, with the ``SG2DPHOT == 0`` and
-``MAG_AUTO <= bg_mag_max`` cuts pushed down to the Parquet reader, applies the kernel of
-:mod:`lensdask.catalog.cuts` and commits ``OUT/<tile>.parquet`` with its completion marker.
+Each task reads only the columns it needs, applies the samples and commits
+``OUT/<tile>.parquet`` with its completion marker. The kids-dr4 preset runs as the kernel of
+:mod:`lensdask.catalog.cuts`, with the ``SG2DPHOT == 0`` and ``MAG_AUTO <= bg_mag_max``
+cuts pushed down to the Parquet reader (row groups that cannot hold a BG are skipped); other
+presets and ``select.samples`` are expressions (:mod:`lensdask.catalog.presets`), checked
+against each file's columns before its rows are read.
 ``OUT`` (``targets.parquet``) is then a Parquet dataset that pandas, Dask, DuckDB and
 Arrow read as one table. :func:`targets_frame` gives the same selection as a lazy Dask
 dataframe, one partition per catalog file, for interactive work.
@@ -21,13 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from lensdask.catalog.cuts import target_masks
+from lensdask.catalog.cuts import expression_masks, target_masks, unmasked
 from lensdask.catalog.duplicates import (
     DUPLICATES_FILE,
     DuplicateIDError,
     check_target_ids,
     dropped_rows,
     units_to_redo,
+)
+from lensdask.catalog.presets import (
+    KERNEL_PRESET,
+    POSITION_COLUMNS,
+    column_map,
+    parse_samples,
+    uses_kernel,
 )
 from lensdask.catalog.schema import (
     CATALOG_COLUMNS,
@@ -45,9 +55,11 @@ from lensdask.formats.parquet import (
     dataset_files,
     dataset_parts,
     open_file,
+    read_metadata,
 )
 from lensdask.runner import UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
+from lensdask.storage import as_path
 from lensdask.units import (
     Marker,
     clear_manifest,
@@ -71,18 +83,40 @@ TILES_FILE = "_tiles.csv"
 
 
 def output_columns(config: SelectConfig) -> list[str]:
-    """Catalog columns (canonical names) written to the targets table, in order."""
-    extra = [name for name in config.extra_columns if name not in CATALOG_COLUMNS]
-    return [*CATALOG_COLUMNS, *extra]
+    """Catalog columns written to the targets table, in order. With the kids-dr4 preset,
+    the whole catalog contract; with another, ``ID``, ``RAJ2000`` and ``DECJ2000`` and the
+    other contract columns the column map names. A selection by expressions adds the
+    columns they read (by the names they use); then ``select.extra_columns``."""
+    if config.preset == KERNEL_PRESET:
+        names = list(CATALOG_COLUMNS)
+    else:
+        mapping = column_map(config)
+        names = [*POSITION_COLUMNS, *(name for name in CATALOG_COLUMNS if name in mapping)]
+    if not uses_kernel(config):
+        names += parse_samples(config).names
+    return _unique(config, [*names, *config.extra_columns])
 
 
 def file_columns(config: SelectConfig) -> dict[str, str]:
-    """Canonical name -> name in the catalog files, for every column the selection reads
-    (``MASK`` only where ``config.mask_bits`` asks for the mask cut)."""
+    """Name in the targets table -> name in the catalog files, for every column the
+    selection reads (``MASK`` only where ``config.mask_bits`` asks for the mask cut)."""
     names = output_columns(config)
-    if config.mask_bits and "MASK" not in names:
-        names.append("MASK")
-    return {name: config.column_map.get(name, name) for name in names}
+    if config.mask_bits:
+        names = _unique(config, [*names, "MASK"])
+    mapping = column_map(config)
+    return {name: mapping.get(name, name) for name in names}
+
+
+def _unique(config: SelectConfig, names: list[str]) -> list[str]:
+    """``names`` without repeats of a name or of the catalog column it reads."""
+    mapping = column_map(config)
+    seen: set[str] = set()
+    kept = []
+    for name in names:
+        if name not in kept and mapping.get(name, name) not in seen:
+            kept.append(name)
+            seen.add(mapping.get(name, name))
+    return kept
 
 
 @dataclass(frozen=True)
@@ -113,10 +147,9 @@ def open_catalog(path: Path, *, columns: list[str]):
         The file cannot be read (the message names it).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        metadata = pq.read_metadata(path)
+        metadata = read_metadata(path)
         parquet = open_file(path, metadata=metadata, read_dictionary=_dictionary_strings(metadata))
     except (OSError, pa.ArrowException) as err:
         raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
@@ -130,7 +163,8 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig) -> TileTargets:
     Parameters
     ----------
     path : path
-        A Parquet catalog file with KiDS column names (or those of ``config.column_map``).
+        A Parquet catalog file with the column names of ``config.preset`` (KiDS DR4 by
+        default) or ``config.column_map``.
     config : SelectConfig
         Cuts and columns.
 
@@ -142,26 +176,49 @@ def read_tile_targets(path: str | Path, *, config: SelectConfig) -> TileTargets:
     Raises
     ------
     SchemaError
-        A column is missing (the message names it and the file).
+        A column is missing or, for an expression, not a number (the message names it
+        and the file).
+    lensdask.catalog.expressions.ExpressionError
+        An expression names a column the file lacks (the message shows where).
     CatalogError
         The file cannot be read (the message names it).
     """
     import pyarrow as pa
 
-    path = Path(path)
+    path = as_path(path)
     names = file_columns(config)
-    parquet = open_catalog(path, columns=list(names.values()))
+    kernel = uses_kernel(config)
+    parquet = open_catalog(path, columns=list(names.values()) if kernel else [])
+    if not kernel:  # an unknown name is shown in its expression
+        present = parquet.schema_arrow.names
+        selection = parse_samples(config, columns=present)
+        check_columns(present, list(names.values()), source=str(path))
     try:
-        groups = bg_row_groups(parquet.metadata, names=names, config=config)
+        groups = (
+            bg_row_groups(parquet.metadata, names=names, config=config)
+            if kernel
+            else list(range(parquet.metadata.num_row_groups))
+        )
         # one thread: the Dask worker's threads are the parallelism
         table = parquet.read_row_groups(groups, columns=list(names.values()), use_threads=False)
     except (OSError, pa.ArrowException) as err:
         raise CatalogError(f"{path}: cannot read Parquet: {err}") from None
     table = table.rename_columns(list(names))
     mask = table["MASK"].fill_null(0).to_numpy() if config.mask_bits else None
-    masks = target_masks(
-        *(_numpy(table[name]) for name in SELECTION_COLUMNS), config=config, mask=mask
-    )
+    if kernel:
+        masks = target_masks(
+            *(_numpy(table[name]) for name in SELECTION_COLUMNS), config=config, mask=mask
+        )
+    else:
+        read_as = {column: name for name, column in names.items()}
+        columns = {
+            name: _floats(table[read_as[column]], column_name=column, path=path)
+            for name, column in selection.names.items()
+        }
+        keep = None if mask is None else unmasked(mask, config.mask_bits)
+        masks = expression_masks(
+            selection.bg, selection.lrg, columns, rows=table.num_rows, keep=keep
+        )
     table = table.filter(pa.array(masks.bg))
     if "MASK" in names and "MASK" not in output_columns(config):  # read for the cut only
         table = table.drop_columns(["MASK"])
@@ -234,6 +291,22 @@ def _numpy(column) -> np.ndarray:
     if column.null_count:
         return column.to_numpy().astype(np.float64)  # nulls come back as NaN
     return column.to_numpy()
+
+
+def _floats(column, *, column_name: str, path: Path) -> np.ndarray:
+    """A numeric or boolean column as float64, nulls as NaN (an expression's input)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if not (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    ):
+        raise SchemaError(f"{path}: column {column_name} is {kind}; expressions read numbers")
+    return pc.cast(column, pa.float64()).to_numpy()
 
 
 def targets_frame(catalog: str | Path, *, config: SelectConfig | None = None):
@@ -329,7 +402,9 @@ def select_targets(
     Parameters
     ----------
     catalog : path
-        Parquet file or folder of Parquet files (one per tile), KiDS DR4 column names.
+        Parquet file or folder of Parquet files (one per tile), or a HATS catalog (one unit
+        per HEALPix pixel: :mod:`lensdask.catalog.hats`), with the column names
+        of ``config.preset`` (KiDS DR4 by default) or ``config.column_map``.
     out : path
         Targets dataset folder (``targets.parquet``): one Parquet file per catalog file,
         completion markers, ``_summary.json`` and ``_tiles.csv`` (counts per tile).
@@ -346,12 +421,22 @@ def select_targets(
         Counts per tile and per sample, and the failed files.
     """
     config = config or SelectConfig()
-    parts = dataset_parts(catalog)
+    if not uses_kernel(config):  # bad syntax fails here, not in every task
+        parse_samples(config)
+    from lensdask.catalog.hats import hats_units
+    from lensdask.formats.hats import is_hats
+
+    if is_hats(catalog):  # one unit per HEALPix pixel, the schema checked first
+        pixels = hats_units(catalog, columns=list(file_columns(config).values()))
+        parts = dict(pixels.values())
+        units = list(pixels)
+    else:
+        parts = dataset_parts(catalog)
+        units = [path.stem for path in parts]
     files = list(parts)
-    units = [path.stem for path in files]
     if len(set(units)) != len(units):
         raise CatalogError(f"catalog {catalog}: two files share a name: units must be unique")
-    out = Path(out)
+    out = as_path(out)
     if out.exists() and not has_units(out) and any(out.iterdir()):
         raise CatalogError(f"{out} exists and is not a targets dataset: refusing to write there")
     out.mkdir(parents=True, exist_ok=True)
@@ -375,6 +460,7 @@ def select_targets(
         lineage=lineage,
         stage=STAGE,
         progress=progress,
+        small_units=True,
         config=config,
     )
     ids = check_target_ids(
@@ -389,7 +475,7 @@ def select_targets(
         unit: {key: int(marker.extra[key]) for key in COUNTS} for unit, marker in markers.items()
     }
     result = SelectReport(out=out, per_tile=per_tile, units=report, dropped=dropped_rows(markers))
-    _write_summary(result, catalog=Path(catalog), config=config, n_files=len(files))
+    _write_summary(result, catalog=as_path(catalog), config=config, n_files=len(files))
     return result
 
 
@@ -400,7 +486,10 @@ def units_hash(config: SelectConfig) -> str:
     :func:`lensdask.catalog.duplicates.units_to_redo`)."""
     import dataclasses
 
-    return config_hash({k: v for k, v in dataclasses.asdict(config).items() if k != "duplicates"})
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "duplicates"}
+    if uses_kernel(config):  # units made before the presets existed stay complete
+        del fields["preset"], fields["samples"]
+    return config_hash(fields)
 
 
 def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig, n_files: int):
@@ -437,8 +526,8 @@ def _write_summary(report: SelectReport, *, catalog: Path, config: SelectConfig,
         logger.info("select: %s: %d LRG, %d BG", unit, c["LRG"], c["BG"])
     logger.info(
         "select: %d targets (%d LRG, %d BG) of %d sources from %d/%d files: %.2f%% of "
-        "sources are BGs, %.2f%% of BGs are LRGs; %d BGs have NaN colours and are not LRGs; "
-        "%d rows dropped as repeated IDs",
+        "sources are BGs, %.2f%% of BGs are LRGs; %d BGs miss a value the LRG cuts read "
+        "(a NaN colour); %d rows dropped as repeated IDs",
         totals["rows"],
         totals["LRG"],
         totals["BG"],

@@ -20,9 +20,10 @@ import click
 
 from lensdask import __version__
 from lensdask import stages as table
+from lensdask.cli.hats import targets_to_hats_cmd
 from lensdask.cli.logs import configure_logging
-from lensdask.cli.model import evaluate_cmd
-from lensdask.cli.review import inspect_group, rank_cmd, zooniverse_group
+from lensdask.cli.model import compare_models_cmd, evaluate_cmd
+from lensdask.cli.review import inspect_group, rank_cmd, simulate_graders_cmd, zooniverse_group
 from lensdask.cli.run import run_cmd
 from lensdask.cli.stages import stage_command
 from lensdask.cli.verify import verify_cmd
@@ -30,7 +31,17 @@ from lensdask.devices import quiet_tensorflow_start, set_backend_env
 
 logger = logging.getLogger("lensdask")
 
-COMMANDS = (evaluate_cmd, inspect_group, rank_cmd, zooniverse_group, run_cmd, verify_cmd)
+COMMANDS = (
+    evaluate_cmd,
+    compare_models_cmd,
+    inspect_group,
+    simulate_graders_cmd,
+    rank_cmd,
+    zooniverse_group,
+    run_cmd,
+    verify_cmd,
+    targets_to_hats_cmd,
+)
 """The commands that are not stages, listed after the stages."""
 
 
@@ -55,7 +66,8 @@ def main(verbose: int, quiet: bool) -> None:
 
     Stages, each a command: mock-survey (or ingest) -> select -> cutouts -> simulate ->
     train (evaluate recomputes the test metrics) -> score -> candidates -> stamps; then
-    human grading (inspect, or zooniverse for citizen science) -> rank.
+    human grading (inspect, or zooniverse for citizen science; simulate-graders on a mock
+    survey) -> rank.
     `lensdask run JOB.yaml` chains the stages from one job file. Every command that
     computes starts or joins a Dask cluster (--cluster) and prints its dashboard link.
     """

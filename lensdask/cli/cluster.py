@@ -95,12 +95,16 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def cluster_client(opts: dict[str, Any], *, report: Path) -> Iterator[Any]:
+def cluster_client(
+    opts: dict[str, Any], *, report: Path, preload: tuple[str, ...] = ()
+) -> Iterator[Any]:
     """Start the cluster the command-line options name, print the dashboard link, and save
-    the Dask performance report of what runs on it at ``report``."""
+    the Dask performance report of what runs on it at ``report``. Local workers start with
+    the modules ``preload`` imported (:attr:`lensdask.cluster.ClusterSpec.preload`: a
+    stage's, :attr:`lensdask.stages.Stage.preload`)."""
     from lensdask.cluster import connect
 
-    with connect(cluster_spec(opts)) as client, performance_report(report):
+    with connect(cluster_spec(opts, preload=preload)) as client, performance_report(report):
         click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
         yield client
 
@@ -108,11 +112,15 @@ def cluster_client(opts: dict[str, Any], *, report: Path) -> Iterator[Any]:
 def report_path(out: Path) -> Path:
     """Where a stage command saves its performance report: next to its output ``out``,
     as ``<out stem>_performance.html``."""
-    return out.with_name(f"{out.stem}_performance.html")
+    from lensdask.storage import is_url
+
+    name = f"{out.stem}_performance.html"
+    return Path(name) if is_url(out) else out.with_name(name)
 
 
-def cluster_spec(opts: dict[str, Any]) -> ClusterSpec:
-    """The cluster of the command-line options (taken out of ``opts``)."""
+def cluster_spec(opts: dict[str, Any], *, preload: tuple[str, ...] = ()) -> ClusterSpec:
+    """The cluster of the command-line options (taken out of ``opts``), its local workers
+    starting with the modules ``preload`` imported."""
     from lensdask.cluster import ClusterSpec
 
     return ClusterSpec(
@@ -127,6 +135,7 @@ def cluster_spec(opts: dict[str, Any]) -> ClusterSpec:
         tls_ca_file=opts.pop("tls_ca_file"),
         tls_cert=opts.pop("tls_cert"),
         tls_key=opts.pop("tls_key"),
+        preload=tuple(preload),
     )
 
 

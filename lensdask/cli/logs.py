@@ -35,7 +35,10 @@ def configure_logging(level: int) -> None:
 def log_path(out: Path) -> Path:
     """The log file of a stage command writing ``out``: ``<out stem>_lensdask.log`` next to
     it."""
-    return out.with_name(f"{out.stem}{LOG_SUFFIX}")
+    from lensdask.storage import is_url
+
+    name = f"{out.stem}{LOG_SUFFIX}"
+    return Path(name) if is_url(out) else out.with_name(name)  # logs stay on local disk
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The review commands: blind grading in a web page (``inspect``), citizen science
-(``zooniverse``) and the ranking of the graded candidates (``rank``)."""
+(``zooniverse``), simulated graders (``simulate-graders``) and the ranking of the graded
+candidates (``rank``)."""
 
 from __future__ import annotations
 
@@ -142,11 +143,15 @@ def inspect_graders_cmd(db: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("grades.csv"),
     show_default=True,
-    help="The grades CSV (candidate_id,grader,grade).",
+    help="The grades CSV (candidate_id,grader,grade,source,time).",
 )
 @handle_errors
 def inspect_export_cmd(db: Path, out: Path) -> None:
-    """Export every grade of the database as CSV candidate_id,grader,grade."""
+    """Export every grade of the database as CSV candidate_id,grader,grade,source,time.
+
+    All grades, whatever their source: web (the grading page), zooniverse (imported
+    classifications, graders zooniverse:<user>) or simulated (graders sim:<k>).
+    """
     from lensdask.review.grades import GradeStore
 
     if not db.exists():
@@ -194,12 +199,14 @@ def rank_cmd(
 
     s_ave is the mean grade (A/B/C/D = 10/7/3/0), s_rms its population standard
     deviation, p_hum = s_ave/10, n_zero the number of D grades; quality is golden for
-    P >= 0.7, high for P >= 0.5, else low. Unknown grade letters or candidates, a grader's
+    P >= 0.7, high for P >= 0.5, else low. Exploration targets (explore in the candidates
+    table) are ranked apart, in OUT_exploration (same format). Unknown grade letters or
+    candidates, a grader's
     second grade of a candidate and graded candidates without p_cnn are errors naming the
     rows. Also writes the LaTeX table of the high-quality candidates and the plot of p_CNN
     against p_hum marking candidates graded both A and D (Figure 5).
     """
-    from lensdask.review.rank import rank_files
+    from lensdask.review.rank import exploration_path, rank_files, read_ranking
 
     latex = latex or out.with_suffix(".tex")
     plot = plot or out.with_name(f"{out.stem}_pcnn_phum.png")
@@ -210,6 +217,14 @@ def rank_cmd(
         f"(P >= 0.7), {counts.get('high', 0)} more high-quality (P >= 0.5), "
         f"{counts.get('low', 0)} low -> {out}"
     )
+    apart = exploration_path(out)
+    if apart.exists():  # rank_files writes it for exploration targets, else removes it
+        explored = read_ranking(apart)["quality"].value_counts()
+        click.echo(
+            f"exploration: {explored.sum()} graded targets below the thresholds, kept apart: "
+            f"{explored.get('golden', 0)} golden, {explored.get('high', 0)} more "
+            f"high-quality -> {apart}"
+        )
     click.echo(f"LaTeX table -> {latex}; plot -> {plot}")
 
 
@@ -251,18 +266,56 @@ def zooniverse_export_cmd(candidates: Path, stamps: Path, out: Path, seed: int) 
     click.echo(f"zooniverse: {len(ids)} subjects -> {manifest}")
 
 
+def gradable(
+    candidates: Path | None, stamps: Path | None, store: Any | None
+) -> tuple[list[str] | None, list[str]]:
+    """The candidate IDs grades may refer to, and those of them without stamps.
+
+    The IDs are those of the CANDIDATES file where one is given, else those of the grades
+    database (the candidates its grading page served), else any (None); without a stamps
+    folder, no candidate is known to lack stamps.
+    """
+    from lensdask.formats.candidates import read_candidates
+    from lensdask.review.stamps import without_stamps
+
+    if candidates is not None:
+        ids = read_candidates(candidates, require=(), keep_nan=True)["candidate_id"].tolist()
+    elif store is not None:
+        ids = store.candidates()
+        if not ids:
+            raise click.ClickException(
+                f"grades database {store.path} has no candidates yet; give the candidates "
+                "table (--scores)"
+            )
+    else:
+        ids = None
+    missing = without_stamps(ids, stamps) if stamps is not None and ids is not None else []
+    return ids, missing
+
+
 @zooniverse_group.command("import")
 @click.argument("classifications", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The grades database (SQLite) to store the grades in, beside the grading page's "
+    "(source zooniverse).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The grades CSV to write (candidate_id,grader,grade).",
+    help="A grades CSV to write (candidate_id,grader,grade).",
 )
 @click.option(
     "--scores",
     type=click.Path(exists=True, path_type=Path),
-    help="Candidates or scores file: classifications of other IDs are errors.",
+    help="Candidates or scores file: classifications of other IDs are errors [with --db: "
+    "the candidates of the database].",
+)
+@click.option(
+    "--stamps",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The stamps folder: classifications of candidates without stamps (no cutout) are errors.",
 )
 @click.option("--task", default="T0", show_default=True, help="The task whose answer is the grade.")
 @click.option("--workflow-id", help="Take only this workflow's classifications.")
@@ -275,30 +328,120 @@ def zooniverse_export_cmd(candidates: Path, stamps: Path, out: Path, seed: int) 
 @handle_errors
 def zooniverse_import_cmd(
     classifications: Path,
-    out: Path,
+    db: Path | None,
+    out: Path | None,
     scores: Path | None,
+    stamps: Path | None,
     task: str,
     workflow_id: str | None,
     keep_last: bool,
 ) -> None:
-    """Turn a Zooniverse CLASSIFICATIONS export (CSV) into a grades CSV for `lensdask rank`.
+    """Turn a Zooniverse CLASSIFICATIONS export (CSV) into grades: into the grades
+    database (--db), beside the grading page's, and/or a grades CSV (--out).
 
     Each classification is the grade of grader zooniverse:<user_name>; the answer to
-    TASK is a label starting with A/B/C/D or the answer's index 0-3.
+    TASK is a label starting with A/B/C/D or the answer's index 0-3. Classifications of
+    unknown candidates or of candidates without stamps, answers that are not grades and
+    repeats are listed with their line, and then nothing is stored.
     """
-    from lensdask.formats.candidates import read_candidates
     from lensdask.formats.grades import write_grades_csv
+    from lensdask.review.grades import GradeStore
     from lensdask.review.zooniverse import import_classifications
 
-    known = (
-        read_candidates(scores, require=(), keep_nan=True)["candidate_id"]
-        if scores is not None
-        else None
-    )
+    if db is None and out is None:
+        raise click.UsageError("give --db (the grades database) and/or --out (a grades CSV)")
+    store = GradeStore(db) if db is not None else None
+    known, no_cutout = gradable(scores, stamps, store)
     grades = import_classifications(
-        classifications, task=task, workflow_id=workflow_id, known=known, keep_last=keep_last
+        classifications,
+        task=task,
+        workflow_id=workflow_id,
+        known=known,
+        no_cutout=no_cutout,
+        keep_last=keep_last,
     )
-    write_grades_csv(grades, out)
-    click.echo(
-        f"zooniverse: {len(grades)} grades by {grades['grader'].nunique()} volunteers -> {out}"
+    volunteers = grades["grader"].nunique()
+    if store is not None:
+        store.add_candidates(grades["candidate_id"].unique())
+        store.import_grades(grades, source="zooniverse")
+        click.echo(f"zooniverse: {len(grades)} grades by {volunteers} volunteers -> {db}")
+    if out is not None:
+        write_grades_csv(grades, out)
+        click.echo(f"zooniverse: {len(grades)} grades by {volunteers} volunteers -> {out}")
+
+
+@click.command("simulate-graders")
+@click.argument("candidates", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="The mock survey's catalog or targets (Parquet), with ID and TRUE_LENS.",
+)
+@db_option
+@click.option(
+    "--stamps",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The stamps folder: candidates without stamps (no cutout) are errors, as on the "
+    "grading page.",
+)
+@click.option(
+    "--graders", type=int, default=3, show_default=True, help="Number of simulated graders."
+)
+@click.option(
+    "--p-lens",
+    type=click.FloatRange(0, 1),
+    default=0.9,
+    show_default=True,
+    help="Probability that a grader grades a lens A or B (1 - p: missed lenses).",
+)
+@click.option(
+    "--q-non-lens",
+    type=click.FloatRange(0, 1),
+    default=0.9,
+    show_default=True,
+    help="Probability that a grader grades a non-lens C or D (1 - q: false alarms).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the grades.")
+@handle_errors
+def simulate_graders_cmd(
+    candidates: Path,
+    truth: Path,
+    db: Path,
+    stamps: Path | None,
+    graders: int,
+    p_lens: float,
+    q_non_lens: float,
+    seed: int,
+) -> None:
+    """Grade the CANDIDATES (Parquet or CSV with ID) by simulated graders sim:1..sim:N
+    from the truth of a mock survey, into the grades database (source simulated).
+
+    A lens (TRUE_LENS) is graded A or B with probability P-LENS (else C or D), a non-lens C or
+    D with probability Q-NON-LENS (else A or B); the letter within a verdict is A or B (C or D)
+    with equal chances. Seeded: the same grades on every run. Then `lensdask inspect
+    export` and `lensdask rank` as for people's grades, so the whole review loop runs
+    without people.
+    """
+    from lensdask.review.grades import GradeStore
+    from lensdask.review.simulated import SOURCE, simulate_graders
+
+    ids, no_cutout = gradable(candidates, stamps, None)
+    result = simulate_graders(
+        ids,
+        truth,
+        graders=graders,
+        p=p_lens,
+        q=q_non_lens,
+        seed=seed,
+        no_cutout=no_cutout,
     )
+    store = GradeStore(db)
+    store.add_candidates(ids)
+    store.import_grades(result.grades, source=SOURCE)
+    click.echo(f"simulate-graders: {len(result.grades)} grades by {graders} graders -> {db}")
+    for name, row in result.rates.iterrows():
+        click.echo(
+            f"  {name}: {row['lenses_ab']} of {row['lenses']} lenses graded A/B, "
+            f"{row['non_lenses_cd']} of {row['non_lenses']} non-lenses graded C/D"
+        )

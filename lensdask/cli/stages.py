@@ -87,32 +87,47 @@ def job_section(stage: Stage, job: Path | None) -> Any:
     return getattr(load_job(job), stage.section) or stage.config()
 
 
+class Location(click.ParamType):
+    """A local path or an fsspec URL (``s3://bucket/key``), as :func:`lensdask.storage.as_path`
+    makes it: credentials and endpoint from the environment or fsspec's configuration."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from lensdask.storage import as_path
+
+        return as_path(value)
+
+
+LOCATION = Location()
+
+
 def stage_command(stage: Stage) -> click.Command:
     """The ``lensdask <stage>`` command of ``stage``."""
     params: list[click.Parameter] = []
     arguments = [i for i in stage.inputs if i.argument]
     for item in arguments:
-        params.append(click.Argument([item.artifact], type=click.Path(path_type=Path)))
+        params.append(click.Argument([item.artifact], type=LOCATION))
     for name in stage.arguments:  # a configuration field: converted to its type with the rest
         params.append(click.Argument([name], type=click.Path()))
     if arguments or stage.arguments:
         params.append(
             click.Option(
                 ["--out"],
-                type=click.Path(path_type=Path),
+                type=LOCATION,
                 default=Path(stage.outputs[stage.out]).name,
                 show_default=True,
                 help=f"Where {describe(stage.out)} go.",
             )
         )
     else:
-        params.append(click.Argument(["out"], type=click.Path(path_type=Path)))
+        params.append(click.Argument(["out"], type=LOCATION))
     for item in stage.inputs:
         if not item.argument:
             params.append(
                 click.Option(
                     [f"--{item.artifact}"],
-                    type=click.Path(path_type=Path),
+                    type=LOCATION,
                     required=item.required,
                     help=item.help or f"{describe(item.artifact).capitalize()}.",
                 )
@@ -131,7 +146,7 @@ def stage_command(stage: Stage) -> click.Command:
         if option.kind == "flag":
             params.append(click.Option([flag], is_flag=True, help=option.help))
         else:
-            kind = click.FLOAT if option.kind == "float" else click.Path(path_type=Path)
+            kind = click.FLOAT if option.kind == "float" else LOCATION
             params.append(click.Option([flag], type=kind, help=option.help))
     callback = cluster_options(handle_errors(functools.partial(run_stage_command, stage)))
     command = click.command(stage.name, help=stage.doc)(callback)
@@ -163,7 +178,7 @@ def run_stage_command(stage: Stage, *, job: Path | None, out: Path, **params: An
         if any(option.local and extras[option.name] for option in stage.options):
             outcome = run(config, io, client=None, progress=progress, **kwargs)
         else:
-            with cluster_client(params, report=report_path(out)) as client:
+            with cluster_client(params, report=report_path(out), preload=stage.preload) as client:
                 outcome = run(config, io, client=client, progress=progress, **kwargs)
     for line in outcome.lines:
         click.echo(line)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,9 +33,11 @@ from lensdask.cutouts.extract import (
 )
 from lensdask.cutouts.placement import PlacementReport
 from lensdask.formats.cutout_store import LAYOUT, open_root, write_tile_group
+from lensdask.formats.fits_images import ROWS_BLOCK_SIZE
 from lensdask.formats.targets import load_tile_targets, tile_sources
 from lensdask.runner import UnitCounts, UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
+from lensdask.storage import as_path, is_url, options_of, url_or_path
 from lensdask.units import (
     Marker,
     clear_marker,
@@ -53,10 +56,22 @@ logger = logging.getLogger(__name__)
 STAGE = "cutouts"
 
 
-def open_image(path: Path, *, hdu: int | None, band: str | None = None):
-    """A tile image opened lazily (header only) with its WCS; errors name the file, the band
-    (where given) and the HDU. ``hdu`` None takes the first HDU with 2-D data (HDU 1 of a
-    tile-compressed ``.fz`` file, whose primary HDU is empty).
+def open_image(
+    path: str | Path,
+    *,
+    hdu: int | None,
+    band: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    block_size: int = ROWS_BLOCK_SIZE,
+):
+    """A tile image opened lazily (header only) with its WCS; errors name the file or URL,
+    the band (where given) and the HDU. ``hdu`` None takes the first HDU with 2-D data (HDU 1
+    of a tile-compressed ``.fz`` file, whose primary HDU is empty).
+
+    ``path`` may be an fsspec URL (``s3://bucket/key.fits``, with ``storage_options``: its
+    credentials and endpoint): then only the headers are read now, and :func:`row_reader`
+    fetches the byte ranges of the rows it reads, at least ``block_size`` bytes a request
+    (:func:`lensdask.formats.fits_images.open_fits`).
 
     Returns
     -------
@@ -66,23 +81,55 @@ def open_image(path: Path, *, hdu: int | None, band: str | None = None):
         Its ``section`` reads rows on demand.
     wcs : astropy.wcs.WCS
         The celestial WCS.
+    hdu : int
+        The HDU's index.
+
+    Raises
+    ------
+    FileNotFoundError
+        No image at ``path``.
+    ConnectionError
+        The store of a URL cannot be reached (another attempt may pass).
+    OSError
+        Not a readable 2-D FITS image with a celestial WCS.
     """
-    from astropy.io import fits
     from astropy.wcs import WCS
 
-    if not path.exists():
-        raise FileNotFoundError(f"{image_place(path, hdu=hdu, band=band)}: tile image missing")
+    from lensdask.formats.fits_images import is_network_error, open_fits
+
+    remote = is_url(path)
+    if remote and not isinstance(path, str):  # a UPath: its URL and credentials
+        storage_options = storage_options or dict(path.storage_options)
+        path = url_or_path(path)
+    if not remote:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{image_place(path, hdu=hdu, band=band)}: tile image missing")
     where = image_place(path, hdu=hdu, band=band)
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+        hdul = open_fits(path, storage_options=storage_options, block_size=block_size)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{where}: tile image missing ({err.strerror})") from None
+    except ConnectionError as err:  # it names the URL: say it once, with the band and HDU
+        raise ConnectionError(f"{where}: {str(err).removeprefix(f'{path}: ')}") from None
+    except (OSError, ValueError, TypeError, EOFError) as err:
+        raise OSError(f"{where}: cannot read FITS image: {err}") from None
+    try:
         if hdu is None:
             hdu = first_image_hdu(hdul)
             where = image_place(path, hdu=hdu, band=band)
         image = hdul[hdu]
         shape = image.shape
         wcs = WCS(image.header).celestial
-    except (OSError, ValueError, IndexError, TypeError, KeyError, EOFError) as err:
-        raise OSError(f"{where}: cannot read FITS image: {err}") from None
+    except Exception as err:
+        hdul.close()
+        if remote and is_network_error(err):
+            raise ConnectionError(
+                f"{where}: cannot read FITS headers: {type(err).__name__}: {err}"
+            ) from None
+        if isinstance(err, OSError | ValueError | IndexError | TypeError | KeyError | EOFError):
+            raise OSError(f"{where}: cannot read FITS image: {err}") from None
+        raise
     if shape is None or len(shape) != 2:
         hdul.close()
         raise OSError(f"{where}: not a 2-D image")
@@ -92,8 +139,8 @@ def open_image(path: Path, *, hdu: int | None, band: str | None = None):
     return hdul, image, wcs, hdu
 
 
-def image_place(path: Path, *, hdu: int | None, band: str | None = None) -> str:
-    """How errors name an image: ``<path> (band r, HDU 0)``."""
+def image_place(path: str | Path, *, hdu: int | None, band: str | None = None) -> str:
+    """How errors name an image: ``<path or URL> (band r, HDU 0)``."""
     return f"{path} ({f'band {band}, ' if band else ''}HDU {'auto' if hdu is None else hdu})"
 
 
@@ -118,28 +165,70 @@ RAW_BITPIX = {-32: ">f4", -64: ">f8", 16: ">i2", 32: ">i4"}
 def row_reader(hdul, index: int, *, band: str | None = None):
     """``read_rows(start, stop)`` of a FITS image HDU: only those rows are read.
 
-    Plain images are memory-mapped one block of rows at a time (the map is dropped with the
-    block, so the worker's resident memory stays bounded); scaled or compressed images go
-    through astropy's ``section``. A read that fails (a file cut short: "mmap length is
-    greater than file size") raises an :class:`OSError` naming the file, the band and the
-    HDU, and the rows.
+    Plain local images are memory-mapped one block of rows at a time (the map is dropped
+    with the block, so the worker's resident memory stays bounded); scaled or compressed
+    images go through astropy's ``section``, and so do images opened from a URL
+    (:func:`open_image`), whose reads fetch the byte ranges of their rows (of a compressed
+    image, of their tiles). A read that fails (a file cut short: "mmap length is greater
+    than file size") raises an :class:`OSError` naming the file or URL, the band and the
+    HDU, and the rows; one whose store cannot be reached, a :class:`ConnectionError`.
     """
-    read = _row_reader(hdul, index)
-    where = image_place(Path(hdul.filename()), hdu=index, band=band)
+    from lensdask.formats.fits_images import is_network_error
+
+    name = hdul.filename()
+    remote = is_url(name)
+    read = _row_reader(hdul, index, remote=remote)
+    where = image_place(name if remote else Path(name), hdu=index, band=band)
 
     def read_rows(start: int, stop: int) -> np.ndarray:
         try:
             return read(start, stop)
-        except (OSError, ValueError, EOFError, TypeError) as err:
-            raise OSError(f"{where}: cannot read image rows {start}:{stop}: {err}") from None
+        except Exception as err:
+            if remote and is_network_error(err):
+                raise ConnectionError(
+                    f"{where}: cannot read image rows {start}:{stop}: {type(err).__name__}: {err}"
+                ) from None
+            if isinstance(err, OSError | ValueError | EOFError | TypeError):
+                raise OSError(f"{where}: cannot read image rows {start}:{stop}: {err}") from None
+            raise
 
     return read_rows
 
 
-def _row_reader(hdul, index: int):
+KEPT_ROWS = 256
+"""Rows of its last read that a URL image's reader keeps (:func:`_keeping_last_rows`): more
+than the overlap of two blocks of stamps up to 257 px high."""
+
+
+def _keeping_last_rows(read, *, keep: int = KEPT_ROWS):
+    """``read(start, stop)`` keeping the last ``keep`` rows it returned, so that a read
+    starting among them reads only the rows after them. The blocks of rows that
+    :func:`lensdask.cutouts.extract.extract_stamps_by_rows` reads overlap by up to a
+    stamp's height less one, and from a URL a row read again is fetched again: with this a
+    dense tile's bytes are fetched once."""
+    kept: np.ndarray | None = None
+    kept_start = 0
+
+    def read_rows(start: int, stop: int) -> np.ndarray:
+        nonlocal kept, kept_start
+        kept_stop = kept_start + (0 if kept is None else len(kept))
+        if kept is not None and kept_start <= start < kept_stop < stop:
+            rows = np.concatenate([kept[start - kept_start :], read(kept_stop, stop)])
+        else:
+            rows = read(start, stop)
+        kept = rows[-keep:].copy()
+        kept_start = stop - len(kept)
+        return rows
+
+    return read_rows
+
+
+def _row_reader(hdul, index: int, *, remote: bool = False):
     from astropy.io import fits
 
     image = hdul[index]
+    if remote:
+        return _keeping_last_rows(lambda start, stop: image.section[start:stop, :])
     header = image.header
     dtype = RAW_BITPIX.get(header.get("BITPIX"))
     # astropy's header of a tile-compressed HDU is the decompressed image's: no ZIMAGE in it,
@@ -179,13 +268,23 @@ ImagePlaces = dict[str, ImagePlace]
 
 
 def tile_images(
-    tile: str, config: CutoutConfig, *, images: Path | None, index: Any | None
+    tile: str,
+    config: CutoutConfig,
+    *,
+    images: Path | None,
+    index: Any | None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ImagePlaces:
     """Where each band's image of ``tile`` is: from the image index where there is one
     (:mod:`lensdask.formats.image_index`), else ``config.image_pattern`` in the ``images``
     folder. A band the index lacks gets the path it would have in the folder (or a name
     saying it is not indexed), which then fails as a missing image, naming it. The weight
-    and flag maps come from the index only."""
+    and flag maps come from the index only. Images on URLs carry ``storage_options``
+    (their paths are :class:`upath.UPath`, :mod:`lensdask.storage`)."""
+
+    def located(path: Any) -> Any:
+        return as_path(str(path), storage_options=storage_options) if is_url(path) else str(path)
+
     places: ImagePlaces = {}
     refs = {}
     if index is not None:
@@ -196,14 +295,16 @@ def tile_images(
         if band in refs:
             ref = refs[band]
             places[band] = ImagePlace(
-                str(ref.path),
+                located(ref.path),
                 ref.hdu,
-                weight=None if ref.weight_path is None else (str(ref.weight_path), ref.weight_hdu),
-                flag=None if ref.flag_path is None else (str(ref.flag_path), ref.flag_hdu),
+                weight=None
+                if ref.weight_path is None
+                else (located(ref.weight_path), ref.weight_hdu),
+                flag=None if ref.flag_path is None else (located(ref.flag_path), ref.flag_hdu),
             )
         elif images is not None and index is None:
             places[band] = ImagePlace(
-                str(images / config.image_pattern.format(tile=tile, band=band)), config.hdu
+                located(images / config.image_pattern.format(tile=tile, band=band)), config.hdu
             )
         else:
             places[band] = ImagePlace(f"<no {band} image of {tile} in the image index>", config.hdu)
@@ -231,7 +332,7 @@ def image_states(places: ImagePlaces) -> dict[str, str]:
         for suffix, path in files.items():
             if path is not None:
                 states[f"images/{band}{suffix}"] = (
-                    file_identity(Path(path)) if Path(path).exists() else "missing"
+                    file_identity(as_path(path)) if as_path(path).exists() else "missing"
                 )
     return states
 
@@ -259,9 +360,9 @@ def map_stamps(
     if place is None:
         return None
     path, hdu = place
-    hdul, grid, map_wcs, hdu = open_image(Path(path), hdu=hdu, band=what)
+    hdul, grid, map_wcs, hdu = open_image(path, hdu=hdu, band=what)
     try:
-        where = image_place(Path(path), hdu=hdu, band=what)
+        where = image_place(path, hdu=hdu, band=what)
         if tuple(grid.shape) != tuple(image.shape):
             raise OSError(
                 f"{where}: shape {tuple(grid.shape)} differs from its image "
@@ -291,7 +392,7 @@ def same_pixel_grid(wcs, other, shape: tuple[int, int], *, tolerance: float = 0.
 
 
 def cutout_tile(
-    work: tuple[list[Path], ImagePlaces],
+    work: tuple[list[Path], ImagePlaces] | tuple[list[Path], ImagePlaces, list[Path]],
     out: Path,
     *,
     unit: str,
@@ -302,6 +403,10 @@ def cutout_tile(
     """Cut the targets of tile ``unit`` (read from the targets files of ``work``) from its
     images (the places of ``work``, :func:`tile_images`) and commit its group of the store.
 
+    The tile's PSF in each band is recorded in the group's attributes
+    (:mod:`lensdask.cutouts.psf`): from ``config.psf_keyword`` of each image, else measured
+    on the stars of the catalog files that ``work`` lists third (none: not recorded).
+
     Returns
     -------
     dict
@@ -311,13 +416,14 @@ def cutout_tile(
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     tile = unit
-    sources, places = work
+    sources, places = work[0], work[1]
+    catalog_files = work[2] if len(work) > 2 else []
     clear_marker(out, tile)
     targets = load_tile_targets(tile, sources)
     opened = {}
     try:
         for band in config.bands:
-            opened[band] = open_image(Path(places[band].path), hdu=places[band].hdu, band=band)
+            opened[band] = open_image(places[band].path, hdu=places[band].hdu, band=band)
     except BaseException:
         for hdul, _, _, _ in opened.values():
             hdul.close()
@@ -339,7 +445,7 @@ def cutout_tile(
                 by[keep],
                 size=config.size,
             )
-            where = image_place(Path(hdul.filename()), hdu=hdu, band=band)
+            where = image_place(hdul.filename(), hdu=hdu, band=band)
             weight, flag = (
                 map_stamps(
                     places[band].weight,
@@ -387,6 +493,7 @@ def cutout_tile(
             "flag_bits": config.flag_bits,
             "targets": [str(path) for path in sources],
             "n_outside": int((~inside).sum()),
+            **tile_psf_attrs(opened, places, catalog_files, tile=tile, config=config),
             "lensdask_version": __version__,
             "config_hash": chash,
         }
@@ -458,6 +565,67 @@ def cutout_tile(
     return counts
 
 
+def tile_psf_attrs(
+    opened: dict[str, Any],
+    places: ImagePlaces,
+    catalog_files: list[Path],
+    *,
+    tile: str,
+    config: CutoutConfig,
+) -> dict[str, Any]:
+    """The ``psf`` and ``seeing`` attributes of a tile (:mod:`lensdask.cutouts.psf`) from
+    its open images (:func:`open_image` by band): each image's ``config.psf_keyword``, else
+    measured on the stars of ``catalog_files``; empty when neither applies."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from lensdask.cutouts.psf import PSF_FLAG_BITS, band_psf, psf_attrs, read_tile_sources
+    from lensdask.images.psf import psf_from_header
+
+    if config.psf_keyword is not None:
+        estimates = {
+            band: psf_from_header(
+                image.header,
+                config.psf_keyword,
+                where=image_place(hdul.filename(), hdu=hdu, band=band),
+            )
+            for band, (hdul, image, _, hdu) in opened.items()
+        }
+        return psf_attrs(estimates)
+    if not (config.measure_psf and catalog_files):
+        return {}
+    sources = read_tile_sources(catalog_files, tile)
+    ra, dec = sources["RAJ2000"].to_numpy(), sources["DECJ2000"].to_numpy()
+    star = sources["star"].to_numpy()
+    estimates = {}
+    for band, (hdul, image, wcs, hdu) in opened.items():
+        x, y = sky_to_pixel(ra, dec, wcs)
+        flag = places[band].flag if config.flag_bits & PSF_FLAG_BITS else None
+        flag_hdul = None
+        try:
+            read_flag = None
+            if flag is not None:
+                flag_hdul, _, _, flag_hdu = open_image(flag[0], hdu=flag[1], band=f"{band} flag")
+                read_flag = row_reader(flag_hdul, flag_hdu, band=f"{band} flag")
+            estimates[band] = band_psf(
+                row_reader(hdul, hdu, band=band),
+                image.shape,
+                x=x,
+                y=y,
+                star=star,
+                pixel_scale=float(np.mean(proj_plane_pixel_scales(wcs)) * 3600),
+                read_flag_rows=read_flag,
+                flag_bits=config.flag_bits & PSF_FLAG_BITS,
+            )
+        finally:
+            if flag_hdul is not None:
+                flag_hdul.close()
+        if estimates[band].reason:
+            logger.warning(
+                "cutouts: %s %s: no PSF measured: %s", tile, band, estimates[band].reason
+            )
+    return psf_attrs(estimates)
+
+
 COUNTS = ("cutouts", "outside", "edge", "bad", "mostly_bad")
 """What each tile's unit counts (:func:`cutout_tile`, :func:`bad_counts`)."""
 
@@ -503,6 +671,7 @@ def make_cutouts(
     config: CutoutConfig | None = None,
     client: Any,
     index: str | Path | None = None,
+    catalog: str | Path | None = None,
     progress: bool = True,
 ) -> CutoutReport:
     """Cut every target out of its tile's images into the Zarr store ``out``.
@@ -523,6 +692,10 @@ def make_cutouts(
     index : path, optional
         An image index (``lensdask index-images``): each tile's images (paths, HDUs) come
         from it instead of ``images`` and ``config.image_pattern``.
+    catalog : path, optional
+        The catalog the targets were selected from (Parquet file or folder): each tile's
+        PSF is measured on its stars (``config.measure_psf``). Without it and without
+        ``config.psf_keyword`` no PSF is recorded.
     progress : bool
         Show a progress bar over tiles.
     """
@@ -533,13 +706,14 @@ def make_cutouts(
 
         index = read_image_index(index)
         images = None
-    elif images is None or not Path(images).is_dir():
+    elif images is None or not as_path(images).is_dir():
         raise FileNotFoundError(f"images folder {images} does not exist")
     else:
-        images = Path(images)
-    out = Path(out)
+        images = as_path(images)
+    out = as_path(out)
     placement = None
-    source_root = Path(targets)
+    source_root = as_path(targets)
+    options = options_of(images, index_path, out, source_root)
     if index is not None:
         from lensdask.cutouts.placement import place_targets
 
@@ -549,8 +723,24 @@ def make_cutouts(
         if not placement.keyed:
             source_root = placement.folder
     parts = tile_sources(source_root)
+    stars = {}  # the catalog files each tile's PSF is measured from, with their identity
+    if catalog is not None and config.psf_keyword is None and config.measure_psf:
+        from lensdask.cutouts.psf import tile_catalog_files
+        from lensdask.formats.parquet import dataset_parts
+
+        catalog_parts = dataset_parts(catalog)
+        stars = {
+            tile: {
+                file: catalog_parts[file] for file in tile_catalog_files(list(catalog_parts), tile)
+            }
+            for tile in parts
+        }
     work = {
-        tile: (list(files), tile_images(tile, config, images=images, index=index))
+        tile: (
+            list(files),
+            tile_images(tile, config, images=images, index=index, storage_options=options),
+            list(stars.get(tile, {})),
+        )
         for tile, files in parts.items()
     }
     chash = config_hash({"cutouts": dataclasses.asdict(config), "layout": LAYOUT})
@@ -562,6 +752,7 @@ def make_cutouts(
                 for path, identity in files.items()
             },
             **image_states(work[tile][1]),
+            **{f"catalog/{file.name}": identity for file, identity in stars.get(tile, {}).items()},
         }
         for tile, files in parts.items()
     }
@@ -610,7 +801,8 @@ def make_cutouts(
 
 def run(config: CutoutConfig, io: StageIO, *, client: Any, progress: bool = True) -> StageOutcome:
     """The ``cutouts`` stage: :func:`make_cutouts` of the ``targets`` from the images the
-    ``image_index`` names where there is one, else from the ``images`` folder."""
+    ``image_index`` names where there is one, else from the ``images`` folder; each tile's
+    PSF measured on the stars of the ``catalog`` where there is one."""
     index = io.optional("image_index")
     report = make_cutouts(
         io.need("targets"),
@@ -619,6 +811,7 @@ def run(config: CutoutConfig, io: StageIO, *, client: Any, progress: bool = True
         config=config,
         client=client,
         index=index,
+        catalog=io.optional("catalog"),
         progress=progress,
     )
     counts = report.counts

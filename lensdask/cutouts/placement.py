@@ -239,6 +239,7 @@ def place_targets(
         },
         stage="placement",
         progress=progress,
+        small_units=True,
         index=client.scatter(read_image_index(index), broadcast=True),
         band=band,
         keyed=keyed,

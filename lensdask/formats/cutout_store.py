@@ -28,7 +28,8 @@ Layout of ``cutouts.zarr``::
 Each tile is written into ``_staging/<tile>`` first and moved into place whole, so no two
 tasks ever write into the same chunk or shard. By default each cutout array is one shard
 per tile (one file per band, kind to parallel file systems) made of chunks of ``chunk``
-cutouts; unsharded chunks write ~25% faster, at one file per chunk.
+cutouts, or (``shard=False``) one file per chunk. The numeric arrays' chunks and shards are
+written by :func:`lensdask.formats.zarrs.write_array`, in zarr's own bytes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from lensdask.formats.zarrs import CheckedArray, compressors
+from lensdask.formats.zarrs import (
+    CheckedArray,
+    compressors,
+    create_arrays,
+    write_array,
+    zarr_store,
+)
+from lensdask.storage import as_path
 from lensdask.units import Marker, has_units, invalidate, planned_units, read_marker
 
 LAYOUT = 3
@@ -72,7 +80,7 @@ def open_root(path: str | Path, *, attrs: dict[str, Any] | None = None):
     """Open (creating if needed) the root group of a cutout store; ``attrs`` are merged in."""
     import zarr
 
-    root = zarr.open_group(str(path), mode="a")
+    root = zarr.open_group(zarr_store(as_path(path)), mode="a")
     if attrs:
         root.attrs.update(attrs)
     return root
@@ -110,37 +118,37 @@ def write_tile_group(
     """
     import zarr
 
+    clash = sorted(set(images) & set(columns))
+    if clash:
+        raise ValueError(f"{folder}: {clash} named both as bands and as per-cutout arrays")
     group = zarr.open_group(str(folder), mode="w-", attributes=attrs)
+    contents = {**images, **{name: np.asarray(values) for name, values in columns.items()}}
+    options = {}
     for band, data in images.items():
         n = data.shape[0]
         chunks = (max(min(chunk, n), 1), *data.shape[1:])
         shards = (
             (max(-(-n // chunks[0]) * chunks[0], chunks[0]), *data.shape[1:]) if shard else None
         )
-        array = group.create_array(
-            band,
-            shape=data.shape,
-            dtype="float32",
-            chunks=chunks,
-            shards=shards,
-            compressors=compressors(compression_level),
-            fill_value=np.nan,
-            dimension_names=("cutout", "y", "x"),
-        )
-        if n:
-            array[:] = data
-    for name, values in columns.items():
-        values = np.asarray(values)
-        dtype = str if values.dtype.kind in "OUT" else values.dtype
-        array = group.create_array(
-            name,
-            shape=values.shape,
-            dtype=dtype,
-            chunks=(max(values.shape[0], 1), *values.shape[1:]),
-            compressors=compressors(),
-        )
-        if values.shape[0]:
-            array[...] = values
+        options[band] = {
+            "shape": data.shape,
+            "dtype": "float32",
+            "chunks": chunks,
+            "shards": shards,
+            "compressors": compressors(compression_level),
+            "fill_value": np.nan,
+            "dimension_names": ("cutout", "y", "x"),
+        }
+    for name, values in contents.items():
+        if name not in images:
+            options[name] = {
+                "shape": values.shape,
+                "dtype": str if values.dtype.kind in "OUT" else values.dtype,
+                "chunks": (max(values.shape[0], 1), *values.shape[1:]),
+                "compressors": compressors(),
+            }
+    for name, array in create_arrays(group, options).items():
+        write_array(array, contents[name])
 
 
 def complete_tiles(path: str | Path) -> list[str]:
@@ -152,24 +160,24 @@ def tile_markers(path: str | Path) -> dict[str, Marker]:
     """The completion marker of each tile of the store's last finished run, by tile
     (:func:`lensdask.units.planned_units`): what readers check their lineage against. A
     folder that ``lensdask cutouts`` never wrote has none."""
-    return planned_units(Path(path)) if has_units(Path(path)) else {}
+    return planned_units(as_path(path)) if has_units(as_path(path)) else {}
 
 
 def is_store(path: str | Path) -> bool:
     """Whether ``path`` is the root of a cutout store (a Zarr group)."""
-    return (Path(path) / "zarr.json").is_file()
+    return (as_path(path) / "zarr.json").is_file()
 
 
 def has_tile(path: str | Path, tile: str) -> bool:
     """Whether the store has ``tile``, complete (its marker and its group exist)."""
-    return read_marker(Path(path), tile) is not None and (Path(path) / tile).exists()
+    return read_marker(as_path(path), tile) is not None and (as_path(path) / tile).exists()
 
 
 def read_store_attrs(path: str | Path) -> dict[str, Any]:
     """The root attributes of a cutout store (``bands``, ``size``, lensdask version)."""
     import zarr
 
-    return dict(zarr.open_group(str(path), mode="r").attrs)
+    return dict(zarr.open_group(zarr_store(as_path(path), read_only=True), mode="r").attrs)
 
 
 def read_tile_attrs(path: str | Path, tile: str) -> dict[str, Any]:
@@ -177,7 +185,8 @@ def read_tile_attrs(path: str | Path, tile: str) -> dict[str, Any]:
     WCS headers, provenance)."""
     import zarr
 
-    return dict(zarr.open_group(str(Path(path) / tile), mode="r").attrs)
+    group = zarr.open_group(zarr_store(as_path(path) / tile, read_only=True), mode="r")
+    return dict(group.attrs)
 
 
 def read_tile_columns(path: str | Path, tile: str, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -200,11 +209,10 @@ def open_band(path: str | Path, tile: str, band: str) -> CheckedArray:
 def _checked(path: str | Path, tile: str, name: str) -> CheckedArray:
     import zarr
 
-    array = zarr.open_array(str(Path(path) / tile / name), mode="r")
+    where = as_path(path) / tile / name
+    array = zarr.open_array(zarr_store(where, read_only=True), mode="r")
     return CheckedArray(
-        array,
-        f"{Path(path) / tile / name}",
-        on_damage=lambda reason: invalidate(Path(path), tile, reason),
+        array, str(where), on_damage=lambda reason: invalidate(as_path(path), tile, reason)
     )
 
 
@@ -246,7 +254,7 @@ def read_bad_fraction(
 ) -> np.ndarray:
     """The ``bad_fraction`` (N, n_bands) of one tile; a tile of a store written before it
     existed (layout 2) gives its ``nonfinite_fraction`` (or ``fallback``) instead."""
-    if (Path(path) / tile / "bad_fraction").exists():
+    if (as_path(path) / tile / "bad_fraction").exists():
         return _checked(path, tile, "bad_fraction")[:]
     if fallback is not None:
         return fallback
@@ -263,7 +271,9 @@ def cutouts_array(path: str | Path, band: str = "r"):
     import zarr
 
     arrays = [
-        da.from_zarr(zarr.open_array(str(Path(path) / tile / band), mode="r"))
+        da.from_zarr(
+            zarr.open_array(zarr_store(as_path(path) / tile / band, read_only=True), mode="r")
+        )
         for tile in complete_tiles(path)
     ]
     if not arrays:

@@ -62,6 +62,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def save_figure(fig: Any, path: str | Path, *, dpi: int, **options: Any) -> Any:
+    """Save a matplotlib figure to ``path`` (local or URL) atomically, in the format of its
+    suffix; returns ``path``."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, **options)
+    return path
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
     with atomic_path(path) as tmp:

@@ -1,5 +1,9 @@
 """Grades CSV files (``candidate_id,grader,grade``): graders give A/B/C/D = 10/7/3/0 (Li et
-al. 2020), at most one grade per grader and candidate; files are checked row by row."""
+al. 2020), at most one grade per grader and candidate; files are checked row by row.
+
+The export of the grades database (``lensdask inspect export``) adds ``source`` (where the
+grade came from: ``web``, ``zooniverse`` or ``simulated``) and ``time``; readers take the
+three grade columns and ignore the others."""
 
 from __future__ import annotations
 
@@ -16,19 +20,25 @@ GRADE_VALUES: Mapping[str, int] = types.MappingProxyType({"A": 10, "B": 7, "C": 
 """Numeric value of each grade letter (Li et al. 2020)."""
 GRADES_COLUMNS = ("candidate_id", "grader", "grade")
 """Columns of a grades CSV file."""
+EXPORT_COLUMNS = (*GRADES_COLUMNS, "source", "time")
+"""Columns of the grades database's export: the grade, where it came from and when (UTC,
+ISO 8601)."""
 
 
 class GradeError(TableError):
     """Grades that cannot be taken: unknown letters or candidates, repeated grades."""
 
 
-def write_grades_csv(grades: pd.DataFrame, path: str | Path) -> Path:
-    """Write grades (``candidate_id``, ``grader``, ``grade``) as a CSV file."""
+def write_grades_csv(
+    grades: pd.DataFrame, path: str | Path, *, columns: Sequence[str] = GRADES_COLUMNS
+) -> Path:
+    """Write grades (``candidate_id``, ``grader``, ``grade``, and any more of ``columns``,
+    e.g. :data:`EXPORT_COLUMNS`) as a CSV file."""
     path = Path(path)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(GRADES_COLUMNS)
-        writer.writerows(grades[list(GRADES_COLUMNS)].itertuples(index=False, name=None))
+        writer.writerow(columns)
+        writer.writerows(grades[list(columns)].itertuples(index=False, name=None))
     return path
 
 
@@ -36,6 +46,7 @@ def grade_problems(
     grades: pd.DataFrame,
     *,
     known: Iterable[str] | None = None,
+    no_cutout: Iterable[str] = (),
     where: Callable[[int], str] = lambda k: f"row {k + 1}",
 ) -> list[str]:
     """Everything wrong with a grades frame, one line per problem, naming the row.
@@ -46,17 +57,21 @@ def grade_problems(
         ``candidate_id``, ``grader``, ``grade``.
     known : iterable of str, optional
         The candidate IDs grades may refer to (None: any).
+    no_cutout : iterable of str
+        Candidate IDs that no grader can have seen (no cutout, so no stamp): a grade of
+        one is a problem too.
     where : callable
         Row position -> how to name it in a message (``line 5``, ``grades.csv line 5``).
 
     Returns
     -------
     list of str
-        Empty when every row is good: a grade letter of A/B/C/D, a known candidate, a
-        grader, and at most one grade per grader and candidate.
+        Empty when every row is good: a grade letter of A/B/C/D, a known candidate with a
+        cutout, a grader, and at most one grade per grader and candidate.
     """
     problems = []
     known_ids = None if known is None else set(known)
+    unseen = set(no_cutout)
     seen: dict[tuple[str, str], int] = {}
     rows = zip(grades["candidate_id"], grades["grader"], grades["grade"], strict=True)
     for k, (cid, grader, grade) in enumerate(rows):
@@ -73,6 +88,8 @@ def grade_problems(
             )
         if known_ids is not None and cid not in known_ids:
             problems.append(f"{where(k)}: candidate {cid!r} is not among the scored candidates")
+        elif cid in unseen:
+            problems.append(f"{where(k)}: candidate {cid!r} has no cutout (no stamp to grade)")
         first = seen.setdefault((cid, grader), k)
         if first != k:
             problems.append(

@@ -55,6 +55,7 @@ from typing import Any
 
 from lensdask.formats.files import atomic_path
 from lensdask.formats.parquet import WRITE_OPTIONS, commit_parquet, dataset_parts, read_file
+from lensdask.storage import as_path
 
 INDEX_COLUMNS = (
     "tile",
@@ -274,8 +275,8 @@ def commit_index_part(rows: Iterable[Mapping[str, Any]], out: Path, rel: str) ->
         The committed file's size.
     """
     table = index_table(rows)
-    check_index(table, source=Path(out) / rel, unique=False)
-    return table, commit_parquet(table, Path(out), rel)
+    check_index(table, source=as_path(out) / rel, unique=False)
+    return table, commit_parquet(table, as_path(out), rel)
 
 
 def _as_table(table: Any):
@@ -361,11 +362,11 @@ def image_refs(index: Any, tile: str, bands: Iterable[str]) -> dict[str, ImageRe
         refs[row.band] = ImageRef(
             tile=row.tile,
             band=row.band,
-            path=Path(row.path),
+            path=as_path(row.path),
             hdu=int(row.hdu),
-            weight_path=None if _null(row.weight_path) else Path(row.weight_path),
+            weight_path=None if _null(row.weight_path) else as_path(row.weight_path),
             weight_hdu=None if _null(row.weight_hdu) else int(row.weight_hdu),
-            flag_path=None if _null(row.flag_path) else Path(row.flag_path),
+            flag_path=None if _null(row.flag_path) else as_path(row.flag_path),
             flag_hdu=None if _null(row.flag_hdu) else int(row.flag_hdu),
             compression=row.compression,
             width=int(row.width),

@@ -1,10 +1,28 @@
 """The model directory: ``model.keras`` plus ``card.json``, written and loaded safely.
 
 ``card.json`` holds what scoring and users need to trust a model: the architecture, input
-shape, the normalisation its inputs went through (:data:`lensdask.normalise.NORMALISATION`),
+shape, its ``bands`` (the cutout bands of its input channels, in order; ``band`` the one its
+arcs' brightness was set in; cards without ``bands`` take ``band`` alone), the
+normalisation its inputs went through (:func:`lensdask.normalise.normalisation_name`:
+``minmax-255`` for one band, ``minmax-255-per-band`` or ``minmax-255-joint`` for several),
 the training configuration and seed, the training set it was made from, the test-set
 metrics, library versions, and ``model_id``: the first 16 hex digits of the SHA-256 of
 ``model.keras``. Models are loaded with Keras' safe mode only (no arbitrary code).
+
+A committee (``train.members`` > 1) is a directory of model directories::
+
+    OUT/card.json          the committee's card: ``committee`` (``combination``, ``mean``
+                           or ``median``, and ``members``: per member its ``path``,
+                           ``model_id``, ``seed``, ``width`` and ``test_metrics``), the
+                           committee's own ``test_metrics`` (of the combined p_CNN) and the
+                           members' common input shape, bands, normalisation and pixel scale
+    OUT/members/<k>/       member k: a model directory as above (model.keras, card.json,
+                           its checkpoints and plots)
+
+It has no ``model.keras`` of its own; its ``model_id`` is the first 16 hex digits of the
+SHA-256 of its members' ids (one a line, in member order), so it changes when any member
+does. :func:`read_card` checks either kind (a committee: every member's card and hash),
+:func:`load_members` loads either as a list of networks (one for a single model).
 """
 
 from __future__ import annotations
@@ -19,6 +37,8 @@ from lensdask.formats.files import atomic_path, write_json_atomic
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
+MEMBERS_DIR = "members"
+"""The folder of a committee's member model directories (``members/<k>``)."""
 
 
 class ModelError(ValueError):
@@ -77,17 +97,76 @@ def write_model_dir(model: Any, out: str | Path, *, card: dict[str, Any]) -> str
     return model_id
 
 
-def read_card(model_dir: str | Path) -> dict[str, Any]:
-    """The card of a model directory, checked against its model file's hash."""
-    model_dir = Path(model_dir)
-    card_path, model_path = model_dir / CARD_FILE, model_dir / MODEL_FILE
-    for path in (card_path, model_path):
-        if not path.is_file():
-            raise ModelError(f"{model_dir}: not a model directory ({path.name} is missing)")
+def committee_id(member_ids: list[str]) -> str:
+    """The ``model_id`` of a committee: first 16 hex digits of the SHA-256 of its members'
+    ids, one a line, in member order."""
+    return hashlib.sha256("\n".join(member_ids).encode()).hexdigest()[:16]
+
+
+def member_dir(model_dir: str | Path, k: int) -> Path:
+    """The model directory of member ``k`` of the committee ``model_dir``."""
+    return Path(model_dir) / MEMBERS_DIR / str(k)
+
+
+def is_committee(card: dict[str, Any]) -> bool:
+    """Whether a card is a committee's."""
+    return "committee" in card
+
+
+def write_committee_card(out: str | Path, *, card: dict[str, Any]) -> str:
+    """Write a committee's ``card.json`` into ``out``, its ``model_id`` made from the ids
+    of ``card["committee"]["members"]`` (whose model directories must be complete).
+
+    Returns
+    -------
+    str
+        The committee's model id.
+    """
+    model_id = committee_id([member["model_id"] for member in card["committee"]["members"]])
+    write_json_atomic(Path(out) / CARD_FILE, {**card, "model_id": model_id})
+    return model_id
+
+
+def _read_json_card(model_dir: Path) -> dict[str, Any]:
+    card_path = model_dir / CARD_FILE
+    if not card_path.is_file():
+        raise ModelError(f"{model_dir}: not a model directory ({CARD_FILE} is missing)")
     try:
-        card = json.loads(card_path.read_text())
+        return json.loads(card_path.read_text())
     except json.JSONDecodeError as err:
         raise ModelError(f"{card_path}: damaged card ({err})") from None
+
+
+def _check_committee(model_dir: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """A committee's card, once every member's card and file hash agree with it."""
+    members = card["committee"].get("members") or []
+    if not members:
+        raise ModelError(f"{model_dir / CARD_FILE}: a committee without members")
+    for k, member in enumerate(members):
+        found = read_card(model_dir / member["path"])
+        if found["model_id"] != member["model_id"]:
+            raise ModelError(
+                f"{model_dir / member['path']}: member {k} is model {found['model_id']}, the "
+                f"committee's card lists {member['model_id']!r}: retrained or replaced since"
+            )
+    if card.get("model_id") != committee_id([member["model_id"] for member in members]):
+        raise ModelError(
+            f"{model_dir / CARD_FILE}: model_id {card.get('model_id')!r} is not the hash of "
+            "its members' ids: the card was changed or damaged"
+        )
+    return card
+
+
+def read_card(model_dir: str | Path) -> dict[str, Any]:
+    """The card of a model directory, checked against its model file's hash (a committee:
+    against each member's card and hash)."""
+    model_dir = Path(model_dir)
+    model_path = model_dir / MODEL_FILE
+    card = _read_json_card(model_dir)
+    if is_committee(card):
+        return _check_committee(model_dir, card)
+    if not model_path.is_file():
+        raise ModelError(f"{model_dir}: not a model directory ({MODEL_FILE} is missing)")
     if card.get("model_id") != file_hash(model_path):
         raise ModelError(
             f"{model_path}: its hash does not match card.json's model_id "
@@ -122,6 +201,11 @@ def load_model(
     import keras
 
     card = read_card(model_dir)
+    if is_committee(card):
+        raise ModelError(
+            f"{model_dir}: a committee of {len(card['committee']['members'])} networks, not "
+            "one model: load its members (load_members)"
+        )
     path = Path(model_dir) / MODEL_FILE
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
@@ -136,3 +220,26 @@ def load_model(
             f"{tuple(input_shape)}"
         )
     return model, card
+
+
+def load_members(
+    model_dir: str | Path, *, input_shape: tuple[int, ...] | None = None
+) -> tuple[list[Any], dict[str, Any]]:
+    """Load every network of a model directory: a committee's members in order, or the one
+    model of a single-network directory (:func:`load_model` each).
+
+    Returns
+    -------
+    models : list of keras.Model
+    card : dict
+        The directory's card (the committee's, for a committee).
+    """
+    card = read_card(model_dir)
+    if not is_committee(card):
+        model, _ = load_model(model_dir, input_shape=input_shape)
+        return [model], card
+    models = [
+        load_model(Path(model_dir) / member["path"], input_shape=input_shape)[0]
+        for member in card["committee"]["members"]
+    ]
+    return models, card

@@ -55,6 +55,14 @@ def read_metadata(path: Any):
     return pq.read_metadata(where, filesystem=filesystem)
 
 
+def read_schema(path: Any):
+    """The Arrow schema of one Parquet file (local or URL), from its footer."""
+    import pyarrow.parquet as pq
+
+    where, filesystem = arrow_file(path)
+    return pq.read_schema(where, filesystem=filesystem)
+
+
 def open_file(path: Any, **options: Any):
     """``pyarrow.parquet.ParquetFile`` of one file (local or URL), verifying its page
     checksums."""

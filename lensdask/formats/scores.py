@@ -4,6 +4,11 @@ row per cutout in the store's order, and completion markers under ``_units/``.
 A cutout without any finite pixel in the model's band (off the image, or NaN and +-inf
 only) is not scored: its ``p_cnn`` is NaN and its ``nonfinite_fraction`` is 1. Readers count
 such rows apart (:func:`no_data`) and never take them for candidates.
+
+The scores of a committee also hold each member's p_CNN, ``p_cnn_0`` .. ``p_cnn_<K-1>``
+(:func:`member_column`, float32, NaN where ``p_cnn`` is) after the columns above; its
+``p_cnn`` is their combination (the card's ``combination``) and ``model_id`` the
+committee's.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ missing from scores made elsewhere (then NaN when read: nothing known, every row
 ``p_cnn``)."""
 
 
+def member_column(k: int) -> str:
+    """The score column of committee member ``k``'s p_CNN."""
+    return f"p_cnn_{k}"
+
+
 def no_data(frame) -> np.ndarray:
     """True for the rows of a score frame whose cutout had no finite pixel (not scored)."""
     if "nonfinite_fraction" not in frame:
@@ -51,6 +61,7 @@ def commit_tile_scores(
     model_id: str,
     nonfinite_fraction: np.ndarray,
     bad_fraction: np.ndarray | None = None,
+    members: np.ndarray | None = None,
 ) -> tuple[str, int]:
     """Commit the score file of one tile, ``<out>/<tile>.parquet``, through the staging
     folder.
@@ -72,6 +83,8 @@ def commit_tile_scores(
     bad_fraction : ndarray of float32, shape (N,), optional
         Fraction of non-finite, zero-weight or flagged pixels of each cutout in the model's
         band (default: ``nonfinite_fraction``).
+    members : ndarray of float32, shape (K, N), optional
+        A committee's member scores, written as :func:`member_column` ``(k)``.
 
     Returns
     -------
@@ -94,6 +107,10 @@ def commit_tile_scores(
             "bad_fraction": pa.array(
                 nonfinite_fraction if bad_fraction is None else bad_fraction, pa.float32()
             ),
+            **{
+                member_column(k): pa.array(scores, pa.float32())
+                for k, scores in enumerate([] if members is None else members)
+            },
         }
     )
     rel = f"{tile}.parquet"

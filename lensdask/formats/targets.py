@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from lensdask.formats.ids import require_unique_ids
-from lensdask.formats.parquet import dataset_parts, open_dataset, read_file
+from lensdask.formats.parquet import dataset_parts, open_dataset, read_file, read_metadata
 
 CUTOUT_COLUMNS = ("ID", "RAJ2000", "DECJ2000", "THELI_NAME", "sample")
 """Columns the cutouts are made from: ID, position (deg), tile and sample."""
@@ -35,11 +35,10 @@ def tile_sources(targets: str | Path) -> dict[str, dict[Path, str]]:
     writes them) costs only its footer; other files have that one column read.
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     sources: dict[str, dict[Path, str]] = defaultdict(dict)
     for path, identity in dataset_parts(targets, what="targets").items():
-        metadata = pq.read_metadata(path)
+        metadata = read_metadata(path)
         names = metadata.schema.names
         if "THELI_NAME" not in names:
             raise KeyError(f"{path}: missing column THELI_NAME")

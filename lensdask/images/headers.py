@@ -74,31 +74,46 @@ def _is_2d(hdu: Any) -> bool:
     )
 
 
-def read_image_header(path: str | Path, *, hdu: int | None = None) -> ImageHeader:
+def read_image_header(
+    path: str | Path,
+    *,
+    hdu: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ImageHeader:
     """The headers of the 2-D image in a FITS file, without reading any pixel.
 
     Parameters
     ----------
-    path : path
-        A FITS file, plain, tile-compressed (``.fits.fz``) or gzipped.
+    path : path or str
+        A FITS file, plain, tile-compressed (``.fits.fz``) or gzipped; or its fsspec URL
+        (``s3://bucket/key.fits``), of which only the header bytes are fetched (from the
+        start of the file to the image's header, in requests of
+        :data:`~lensdask.formats.fits_images.HEADER_BLOCK_SIZE` bytes).
     hdu : int, optional
         The image's HDU; default: the first HDU with 2-D data.
+    storage_options : mapping, optional
+        fsspec options of a URL (credentials, endpoint).
 
     Raises
     ------
     FileNotFoundError
         The file is missing.
+    ConnectionError
+        The store of a URL cannot be reached (the message names the URL).
     HeaderError
         It is not FITS, ``hdu`` is not a 2-D image, or no HDU is (the message names the file
         and the HDU).
     """
-    from astropy.io import fits
+    from lensdask.formats.fits_images import HEADER_BLOCK_SIZE, is_network_error, open_fits
+    from lensdask.storage import is_url
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
+    remote = is_url(path)
+    if not remote:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file")
     try:
-        with fits.open(path, lazy_load_hdus=True, memmap=False) as hdul:
+        with open_fits(path, storage_options=storage_options, block_size=HEADER_BLOCK_SIZE) as hdul:
             primary = hdul[0].header.copy()
             if hdu is None:
                 index = 0
@@ -125,10 +140,16 @@ def read_image_header(path: str | Path, *, hdu: int | None = None) -> ImageHeade
                 primary=primary,
                 compression=str(compression),
             )
-    except (HeaderError, FileNotFoundError):
+    except (HeaderError, FileNotFoundError, ConnectionError):
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
         raise HeaderError(f"{path}: cannot read FITS headers: {err}") from None
+    except Exception as err:
+        if remote and is_network_error(err):
+            raise ConnectionError(
+                f"{path}: cannot read FITS headers: {type(err).__name__}: {err}"
+            ) from None
+        raise
 
 
 def header_value(image: ImageHeader, keyword: str) -> Any:

@@ -50,6 +50,7 @@ from lensdask.images.headers import (
 from lensdask.images.templates import TemplateError, match_templates
 from lensdask.runner import UnitCounts, UnitReport, is_deterministic, one_line, run_stage
 from lensdask.stages import StageIO, StageOutcome
+from lensdask.storage import as_path, is_url, options_of, url_or_path
 from lensdask.units import (
     Marker,
     clear_marker,
@@ -96,7 +97,8 @@ class ImageEntry:
 
 
 def _absolute(path: str | Path) -> str:
-    return os.path.abspath(os.fspath(path))
+    """A local path made absolute, or the URL of a remote one."""
+    return url_or_path(path) if is_url(path) else os.path.abspath(os.fspath(path))
 
 
 # --- planning: which files are images (no file is opened) ------------------------------------
@@ -126,7 +128,7 @@ def entries_from_templates(folder: str | Path, *, config: ImageIndexConfig) -> l
         No file matches the template (the message shows it and a file that exists), or a
         template is malformed.
     """
-    folder = Path(folder)
+    folder = as_path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"images folder {folder} does not exist")
     templates = [config.template, config.weight_template, config.flag_template]
@@ -257,13 +259,18 @@ def scan_paths(source: str | Path) -> list[str]:
     FileNotFoundError
         The folder does not exist, or it or the glob holds no FITS file.
     """
-    text = os.fspath(source)
-    if glob.has_magic(text):
-        paths = [path for path in glob.glob(text, recursive=True) if os.path.isfile(path)]
+    name = url_or_path(source) if is_url(source) else os.fspath(source)
+    if glob.has_magic(name):
+        if is_url(source):
+            fs = as_path(source).fs
+            found = [f"{as_path(source).protocol}://{p}" for p in fs.glob(as_path(source).path)]
+            paths = [p for p in found if fs.isfile(p)]
+        else:
+            paths = [path for path in glob.glob(name, recursive=True) if os.path.isfile(path)]
         if not paths:
-            raise FileNotFoundError(f"no file matches {text}")
+            raise FileNotFoundError(f"no file matches {name}")
         return sorted(_absolute(path) for path in paths)
-    folder = Path(text)
+    folder = as_path(source)
     if not folder.is_dir():
         raise FileNotFoundError(f"images folder {folder} does not exist")
     paths = [
@@ -341,16 +348,22 @@ def batch_entries(
     }
 
 
-def batch_lineage(entries: tuple[ImageEntry, ...]) -> dict[str, str]:
+def batch_lineage(
+    entries: tuple[ImageEntry, ...], *, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """The identity of a batch's inputs: its entries and the path, size and modification
-    time of each of their files (a changed file remakes its batch)."""
+    time (or object version) of each of their files (a changed file remakes its batch)."""
+
+    def located(path: str) -> Any:
+        return as_path(path, storage_options=storage_options)
+
     states = []
     for entry in entries:
         files = [entry.path, entry.weight_path, entry.flag_path]
         states.append(
             [
                 asdict(entry),
-                [file_state(Path(p)) if p and os.path.exists(p) else None for p in files],
+                [file_state(located(p)) if p and located(p).exists() else None for p in files],
             ]
         )
     return {"images": config_hash({"entries": states})}
@@ -359,7 +372,12 @@ def batch_lineage(entries: tuple[ImageEntry, ...]) -> dict[str, str]:
 # --- the work unit: read a batch's headers ---------------------------------------------------
 
 
-def describe_entry(entry: ImageEntry, *, config: ImageIndexConfig) -> dict[str, Any] | None:
+def describe_entry(
+    entry: ImageEntry,
+    *,
+    config: ImageIndexConfig,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """The index row of one image from its headers (and its weight and flag maps'), or None
     for a scanned file its header calls ancillary.
 
@@ -369,7 +387,7 @@ def describe_entry(entry: ImageEntry, *, config: ImageIndexConfig) -> dict[str, 
         The image or a map is missing or cannot give a row; a map's size differs from the
         image's (the message names the files).
     """
-    image = read_image_header(entry.path, hdu=entry.hdu)
+    image = read_image_header(entry.path, hdu=entry.hdu, storage_options=storage_options)
     if entry.scanned and is_ancillary(image):
         return None
     row = image_row(
@@ -386,7 +404,9 @@ def describe_entry(entry: ImageEntry, *, config: ImageIndexConfig) -> dict[str, 
         path = getattr(entry, f"{kind}_path")
         if path is None:
             continue
-        other = read_image_header(path, hdu=getattr(entry, f"{kind}_hdu"))
+        other = read_image_header(
+            path, hdu=getattr(entry, f"{kind}_hdu"), storage_options=storage_options
+        )
         if other.shape != image.shape:
             raise HeaderError(
                 f"{path} (HDU {other.hdu}): the {kind} map is {other.shape[0]}x"
@@ -405,8 +425,10 @@ def index_batch(
     chash: str,
     lineage: dict[str, str],
     config: ImageIndexConfig,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Read the headers of one batch of files and commit ``out/<unit>.parquet``.
+    """Read the headers of one batch of files (URLs with ``storage_options``) and commit
+    ``out/<unit>.parquet``.
 
     A file that cannot give a row for a reason another attempt would not change is left
     out and recorded (``extra["unreadable"]`` of the marker: path -> error); any other
@@ -422,7 +444,7 @@ def index_batch(
     rows, ancillary, unreadable = [], [], {}
     for entry in entries:
         try:
-            row = describe_entry(entry, config=config)
+            row = describe_entry(entry, config=config, storage_options=storage_options)
         except Exception as exc:
             if not is_deterministic(exc):
                 raise
@@ -525,11 +547,14 @@ def index_images(
     config = config or ImageIndexConfig()
     source = source if source is not None else config.source
     entries = plan_entries(source, config=config)
-    out = Path(out)
+    out = as_path(out)
     if out.exists() and not has_units(out) and any(out.iterdir()):
         raise ImageIndexError(f"{out} exists and is not an image index: refusing to write there")
     batches = batch_entries(entries, batch_size=config.batch_size)
-    lineage = {unit: batch_lineage(batch) for unit, batch in batches.items()}
+    options = options_of(as_path(source) if source is not None else None, out)
+    lineage = {
+        unit: batch_lineage(batch, storage_options=options) for unit, batch in batches.items()
+    }
     report = run_stage(
         client,
         index_batch,
@@ -540,6 +565,7 @@ def index_images(
         stage=STAGE,
         progress=progress,
         config=config,
+        storage_options=options,
     )
     markers = planned_units(out)
     ancillary = tuple(path for m in markers.values() for path in m.extra.get("ancillary", ()))

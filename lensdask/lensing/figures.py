@@ -6,6 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lensdask.formats.files import save_figure
+from lensdask.formats.zarrs import zarr_store
+from lensdask.storage import as_path
+
 EXAMPLES_PER_ROW = 8
 
 
@@ -35,11 +39,11 @@ def plot_examples(trainset: str | Path, path: str | Path, *, split: str = "train
 
     from lensdask.formats.trainset import read_table
 
-    trainset, path = Path(trainset), Path(path)
+    trainset, path = as_path(trainset), as_path(path)
     table = read_table(trainset, split)
     if table.empty:
         split, table = "test", read_table(trainset, "test")
-    images = zarr.open_array(str(trainset / split / "images"), mode="r")
+    images = zarr.open_array(zarr_store(trainset / split / "images", read_only=True), mode="r")
     n = EXAMPLES_PER_ROW
     lenses = np.flatnonzero(table["label"].to_numpy() == 1)[:n]
     negatives = _by_kind(table, n)
@@ -51,7 +55,10 @@ def plot_examples(trainset: str | Path, path: str | Path, *, split: str = "train
             ax.set_axis_off()
             if k is None:
                 continue
-            ax.imshow(np.arcsinh(images[int(k)] / 25.0), origin="lower", cmap="gray")
+            image = images[int(k)]
+            if image.ndim == 3:  # several bands: their mean, in grey
+                image = image.mean(axis=-1)
+            ax.imshow(np.arcsinh(image / 25.0), origin="lower", cmap="gray")
             if what == "lens":
                 label = f'θE={table["theta_E"][k]:.1f}" r={table["arc_peak_ratio"][k]:.2f}'
             else:
@@ -59,9 +66,7 @@ def plot_examples(trainset: str | Path, path: str | Path, *, split: str = "train
             ax.set_title(label, fontsize=7)
     fig.suptitle(f"{trainset.name} ({split}): mock lenses (top), negatives (bottom)", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _by_kind(table, n: int) -> list[int]:

@@ -50,7 +50,9 @@ import numpy as np
 from lensdask.config import KIDS_BANDS, BandSpec, MockSurveyConfig
 from lensdask.mock.population import mag_error
 from lensdask.mock.render import mag_to_flux, sky_sigma
+from lensdask.mock.seeing import tile_seeing
 from lensdask.mock.tiles import Tile, tile_wcs
+from lensdask.storage import as_path
 from lensdask.units import commit_file, staging_path
 
 CATALOG_DIR = "catalog"
@@ -358,7 +360,7 @@ def commit_fits(hdus: list[Any], out: Path, rel: str) -> dict[str, int]:
     fits.HDUList(hdus).writeto(staged)
     if any(isinstance(hdu, fits.CompImageHDU) for hdu in hdus):
         clear_gzip_times(staged)
-    final = Path(out) / rel
+    final = as_path(out) / rel
     commit_file(staged, final)
     return {rel: final.stat().st_size}
 
@@ -408,7 +410,8 @@ def dr4_columns(
     DR4 columns made from it: ``SeqNr``; ``Xpos``, ``Ypos`` (1-based pixels of the r image);
     ``FLUX_AUTO``, ``FLUXERR_AUTO`` (counts at the survey's zero point), ``MAGERR_AUTO``;
     ``KRON_RADIUS``; ``FLUX_RADIUS`` and ``FWHM_IMAGE`` (pixels) and ``FWHM_WORLD``,
-    ``A_WORLD``, ``B_WORLD`` (deg), from the half-light radius and the r-band seeing;
+    ``A_WORLD``, ``B_WORLD`` (deg), from the half-light radius and the tile's r-band
+    seeing (:func:`lensdask.mock.seeing.tile_seeing`);
     ``THETA_J2000`` (deg, east of north, in (-90, 90]); ``CLASS_STAR``; the SExtractor
     ``Flag`` (4: saturated, stars brighter than :data:`SATURATION_MAG`);
     ``MAG_GAAP_<band>`` and ``MAGERR_GAAP_<band>`` of :data:`GAAP_BANDS` (r is
@@ -427,7 +430,7 @@ def dr4_columns(
 
     nan = np.float32(np.nan)
     star = col("TRUE_TYPE").astype(str) == "star"
-    seeing = next(band.seeing for band in config.bands if band.name == "r")
+    seeing = tile_seeing(tile, config=config)["r"]
     depths = {name: depth for name, (_, depth) in KIDS_BANDS.items()}
     depths |= {band.name: band.depth for band in config.bands}
     ra, dec = col("RAJ2000"), col("DECJ2000")

@@ -6,6 +6,11 @@ Layout of the output folder ``OUT`` (``layout: simple``, the default)::
     OUT/images/<tile>_<band>.fits     tile images with a TAN WCS (with ``images: true``)
     OUT/lenses/<tile>.parquet         truth table of the lenses painted into the images
                                       (with ``lens_fraction`` or ``lens_bg_fraction`` > 0)
+    OUT/seeing/<tile>.parquet         the tile's seeing in each band: the FWHM and beta of
+                                      the Moffat PSF its images are drawn with (with images
+                                      and ``vary_seeing``; :func:`seeing_truth`)
+    OUT/catalog_hats/                 the catalog as a HATS catalog, made from the tile
+                                      files (``catalog_format: hats``; lensdask/mock/hats.py)
     OUT/_units/<tile>.json            completion marker of the tile, listing its files
     OUT/survey.json                   the configuration and the tiles
 
@@ -16,11 +21,12 @@ map); ``compress`` tile-compresses the images as fpack does (``.fits.fz``). The 
 formats are :mod:`lensdask.mock.layouts`.
 
 Tile ``k`` draws all its randomness from ``SeedSequence([seed, k])``, spawned into
-independent streams for the catalog, the image noise, the lenses and the image defects
-(weight and flag maps), so the survey is the same for a given seed whatever the number of
-workers, both layouts hold the same sources and pixels, a survey with lenses differs from
-the one without only by its arcs (and the catalog's ``TRUE_LENS``), and a rerun rewrites
-only the tiles whose marker is missing or was made with another configuration.
+independent streams for the catalog, the image noise, the lenses, the image defects
+(weight and flag maps) and the seeing (:mod:`lensdask.mock.seeing`), so the survey is the
+same for a given seed whatever the number of workers, both layouts hold the same sources
+and pixels, a survey with lenses differs from the one without only by its arcs (and the
+catalog's ``TRUE_LENS``), and a rerun rewrites only the tiles whose marker is missing or
+was made with another configuration.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from lensdask.mock.render import (
     sky_sigma,
     source_peaks,
 )
+from lensdask.mock.seeing import tile_seeing
 from lensdask.mock.structure import KINDS, add_structures
 from lensdask.mock.tiles import (
     ID_LENGTH,
@@ -57,10 +64,12 @@ from lensdask.mock.tiles import (
     ids_to_arrow,
     kids_ids,
     survey_tiles,
+    tile_seeds,
     tile_wcs,
 )
 from lensdask.runner import UnitCounts, UnitReport, run_stage
 from lensdask.stages import StageIO, StageOutcome
+from lensdask.storage import as_path
 from lensdask.units import (
     Marker,
     clear_marker,
@@ -73,17 +82,10 @@ logger = logging.getLogger(__name__)
 
 STAGE = "mock-survey"
 LENSES_DIR = "lenses"
+SEEING_DIR = "seeing"
 MOFFAT_BETA = 3.0
 KIDS_EXPTIME = {"u": 1000.0, "g": 900.0, "r": 1800.0, "i": 1200.0}
 """Total exposure time of a KiDS coadd per band, s (4x250, 5x180, 5x360, 5x240)."""
-
-
-def tile_seeds(config: MockSurveyConfig, tile: Tile) -> tuple[np.random.SeedSequence, ...]:
-    """Independent seeds of a tile: (catalog, image noise, lenses, image defects).
-
-    Spawned children are numbered: a stream added at the end leaves the others, and so
-    the sources and pixels of a survey, as they were."""
-    return tuple(np.random.SeedSequence([config.seed, tile.index]).spawn(4))
 
 
 def tile_catalog(tile: Tile, *, config: MockSurveyConfig):
@@ -195,9 +197,11 @@ def _sky_angle(position_angle: np.ndarray) -> np.ndarray:
     return np.deg2rad(90.0 + np.asarray(position_angle, dtype=np.float64))
 
 
-def band_psf(band: BandSpec, *, config: MockSurveyConfig) -> np.ndarray:
-    """The PSF image of ``band``: a Moffat profile of the band's seeing."""
-    return moffat_psf(band.seeing, pixel_scale=config.pixel_scale, beta=MOFFAT_BETA)
+def band_psf(tile: Tile, band: BandSpec, *, config: MockSurveyConfig) -> np.ndarray:
+    """The PSF image of ``tile`` in ``band``: a Moffat profile of the tile's seeing in the
+    band (:func:`lensdask.mock.seeing.tile_seeing`)."""
+    seeing = tile_seeing(tile, config=config)[band.name]
+    return moffat_psf(seeing, pixel_scale=config.pixel_scale, beta=MOFFAT_BETA)
 
 
 def tile_stars(catalog, tile: Tile, band: BandSpec, *, config: MockSurveyConfig) -> Stars:
@@ -223,9 +227,10 @@ def render_tile(
     """The image of one tile in one band (pure: no I/O).
 
     Galaxies are PSF-convolved Sersic bodies, plus the arms, rings or companions of
-    spirals, rings and mergers (:mod:`lensdask.mock.structure`); stars are the PSF; the
-    lensed sources of ``lenses`` are added; then Gaussian sky noise at the band's depth
-    (the sky level is subtracted, as in KiDS coadds).
+    spirals, rings and mergers (:mod:`lensdask.mock.structure`); stars are the PSF (the
+    tile's own in the band, :func:`band_psf`); the lensed sources of ``lenses`` are added;
+    then Gaussian sky noise at the band's depth (the sky level is subtracted, as in KiDS
+    coadds).
 
     Parameters
     ----------
@@ -243,7 +248,7 @@ def render_tile(
     -------
     ndarray of float32, shape (image_size, image_size), counts (zero point ``config.zeropoint``)
     """
-    psf = band_psf(band, config=config)
+    psf = band_psf(tile, band, config=config)
     bodies = _bodies(catalog, tile, band, config=config)
     image = render_sources((config.image_size,) * 2, psf=psf, **bodies)
     kind = catalog["TRUE_TYPE"].to_numpy().astype(str)
@@ -304,7 +309,7 @@ def tile_lenses(catalog, tile: Tile, *, config: MockSurveyConfig) -> tuple[LensP
 
     rows = np.flatnonzero(catalog["TRUE_LENS"].to_numpy(zero_copy_only=False))
     r_band = next(band for band in config.bands if band.name == "r")
-    psf_r = band_psf(r_band, config=config)
+    psf_r = band_psf(tile, r_band, config=config)
     bodies = {
         name: values[rows] for name, values in _bodies(catalog, tile, r_band, config=config).items()
     }
@@ -341,20 +346,46 @@ def tile_lenses(catalog, tile: Tile, *, config: MockSurveyConfig) -> tuple[LensP
     return plan, pa.table(truth)
 
 
+def seeing_truth(tile: Tile, *, config: MockSurveyConfig):
+    """The seeing truth table of a tile (pure: no I/O): one row per band of ``config``.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``THELI_NAME``, ``band``, ``seeing`` (FWHM of the Moffat PSF the tile's images in
+        the band are drawn with, arcsec) and ``moffat_beta``; the same values as the
+        images' ``SEEING`` and ``PSF_FWHM`` header keywords.
+    """
+    import pyarrow as pa
+
+    seeing = tile_seeing(tile, config=config)
+    return pa.table(
+        {
+            "THELI_NAME": pa.array([tile.name] * len(seeing), type=pa.string()),
+            "band": pa.array(list(seeing), type=pa.string()),
+            "seeing": pa.array(list(seeing.values()), type=pa.float64()),
+            "moffat_beta": pa.array([MOFFAT_BETA] * len(seeing), type=pa.float64()),
+        }
+    )
+
+
 def image_header(tile: Tile, band: BandSpec, *, config: MockSurveyConfig):
     """FITS header of a tile image: its WCS plus tile, band, exposure time, PSF, zero point
     and provenance, in the keywords of KiDS coadds (``OBJECT``, ``FILTER``, ``EXPTIME``,
     ``MAGZERO``, ``SEEING``) and of ESO's Phase 3 products (``PSF_FWHM``, ``PHOTZP``,
-    ``ABMAGLIM``, ``PRODCATG``), so that a header scan recognises a renamed file."""
+    ``ABMAGLIM``, ``PRODCATG``), so that a header scan recognises a renamed file.
+    ``SEEING`` and ``PSF_FWHM`` hold the tile's own seeing in the band
+    (:func:`lensdask.mock.seeing.tile_seeing`)."""
     wcs = tile_wcs(tile, size=config.image_size, pixel_scale=config.pixel_scale)
+    seeing = tile_seeing(tile, config=config)[band.name]
     header = wcs.to_header()
     header["OBJECT"] = (tile.name, "tile")
     header["THELI_NA"] = (tile.name, "tile name (THELI_NAME)")
     header["FILTER"] = (band.name, "band")
     if band.name in KIDS_EXPTIME:
         header["EXPTIME"] = (KIDS_EXPTIME[band.name], "[s] total exposure time (KiDS)")
-    header["SEEING"] = (band.seeing, "[arcsec] FWHM of the Moffat PSF")
-    header["PSF_FWHM"] = (band.seeing, "[arcsec] FWHM of the PSF")
+    header["SEEING"] = (seeing, "[arcsec] FWHM of the Moffat PSF")
+    header["PSF_FWHM"] = (seeing, "[arcsec] FWHM of the PSF")
     header["PSFBETA"] = (MOFFAT_BETA, "Moffat beta of the PSF")
     header["MAGZERO"] = (config.zeropoint, "[mag] AB magnitude of 1 count")
     header["PHOTZP"] = (config.zeropoint, "[mag] AB magnitude of 1 count")
@@ -377,8 +408,8 @@ def write_tile(
     lineage: dict[str, str],
     config: MockSurveyConfig,
 ) -> dict[str, Any]:
-    """Make and commit one tile (unit ``unit`` = the tile's name): catalog, lens truth
-    table, images (with weight and flag maps in ``kids-dr4``), in the configured layout
+    """Make and commit one tile (unit ``unit`` = the tile's name): catalog, lens and seeing
+    truth tables, images (with weight and flag maps in ``kids-dr4``), in the configured layout
     (:mod:`lensdask.mock.layouts`), then the completion marker listing every file.
 
     Returns
@@ -387,7 +418,7 @@ def write_tile(
         ``rows`` and per-type counts of the tile's catalog, and ``lenses`` painted when
         lenses are configured.
     """
-    out = Path(out)
+    out = as_path(out)
     if unit != tile.name:
         raise ValueError(f"unit {unit!r} is not tile {tile.name!r}")
     clear_marker(out, unit)
@@ -401,6 +432,9 @@ def write_tile(
             rel = f"{LENSES_DIR}/{tile.name}.parquet"
             files[rel] = commit_parquet(truth, out, rel)
             counts["lenses"] = truth.num_rows
+        if config.vary_seeing:
+            rel = f"{SEEING_DIR}/{tile.name}.parquet"
+            files[rel] = commit_parquet(seeing_truth(tile, config=config), out, rel)
         seeds = tile_seeds(config, tile)
         rng = np.random.default_rng(seeds[1])
         defects = np.random.default_rng(seeds[3])
@@ -464,9 +498,12 @@ def make_mock_survey(
     SurveyReport
         Tiles written and skipped, rows written and the failures.
     """
-    out = Path(out)
+    out = as_path(out)
     out.mkdir(parents=True, exist_ok=True)
-    chash = config_hash(config)
+    # the tiles are the same in either catalog format
+    chash = config_hash(
+        {k: v for k, v in dataclasses.asdict(config).items() if k != "catalog_format"}
+    )
     tiles = survey_tiles(config.tiles)
     (out / "survey.json").write_text(
         json.dumps(
@@ -491,6 +528,10 @@ def make_mock_survey(
         progress=progress,
         config=config,
     )
+    if config.catalog_format == "hats" and report.ok:  # from the tiles once all are written
+        from lensdask.mock.hats import write_catalog_hats
+
+        write_catalog_hats(out, client=client, progress=progress)
     rows = sum(result["rows"] for result in report.results.values())
     return SurveyReport(
         out=out,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lensdask.config import MockSurveyConfig
+
 ROW_LENGTH = 360
 """Tiles per row of constant Dec."""
 RA_QUANTUM = 15.0 / 3600 / 1000
@@ -49,6 +51,14 @@ def survey_tiles(n_tiles: int) -> list[Tile]:
         Tile(index=k, ra=float(k % ROW_LENGTH), dec=float(k // ROW_LENGTH) - 0.5)
         for k in range(n_tiles)
     ]
+
+
+def tile_seeds(config: MockSurveyConfig, tile: Tile) -> tuple[np.random.SeedSequence, ...]:
+    """Independent seeds of a tile: (catalog, image noise, lenses, image defects, seeing).
+
+    Spawned children are numbered: a stream added at the end leaves the others, and so
+    the sources and pixels of a survey, as they were."""
+    return tuple(np.random.SeedSequence([config.seed, tile.index]).spawn(5))
 
 
 def tile_wcs(tile: Tile, *, size: int, pixel_scale: float):

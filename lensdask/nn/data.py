@@ -54,13 +54,14 @@ def augment(images: np.ndarray, rng: np.random.Generator, *, config: Augmentatio
 
     Parameters
     ----------
-    images : ndarray, shape (N, H, W), in [0, 255]
+    images : ndarray, shape (N, H, W) or (N, H, W, B), in [0, 255]
+        Every band of an image gets the same rotation, flip, shift and rescale.
     rng : numpy.random.Generator
     config : Augmentation
 
     Returns
     -------
-    ndarray, shape (N, H, W), float32, in [0, 255]
+    ndarray, shape of ``images``, float32, in [0, 255]
     """
     n = images.shape[0]
     out = np.array(images, dtype=np.float32)
@@ -75,18 +76,20 @@ def augment(images: np.ndarray, rng: np.random.Generator, *, config: Augmentatio
         _resample(out, rng, config=config)
     elif config.shift >= 1:
         _shift_whole_pixels(out, rng.integers(-int(config.shift), int(config.shift) + 1, (n, 2)))
-    out *= rng.uniform(*config.brightness, n).astype(np.float32)[:, None, None]
+    factor = rng.uniform(*config.brightness, n).astype(np.float32)
+    out *= factor.reshape(n, *(1,) * (out.ndim - 1))
     return np.clip(out, 0, 255, out=out)
 
 
 def _shift_whole_pixels(images: np.ndarray, shifts: np.ndarray) -> None:
     """Move image ``k`` by ``shifts[k]`` = (dy, dx) whole pixels in place, repeating the
     edge pixels into the uncovered border."""
-    height, width = images.shape[1:]
+    height, width = images.shape[1:3]
     pad = int(np.abs(shifts).max(initial=0))
     if pad == 0:
         return
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    bands = ((0, 0),) * (images.ndim - 3)
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), *bands), mode="edge")
     for k, (dy, dx) in enumerate(shifts):
         images[k] = padded[k, pad - dy : pad - dy + height, pad - dx : pad - dx + width]
 
@@ -96,7 +99,7 @@ def _resample(images: np.ndarray, rng: np.random.Generator, *, config: Augmentat
     in one bilinear affine resampling."""
     from scipy import ndimage
 
-    n, height, width = images.shape
+    n, height, width = images.shape[:3]
     angles = rng.uniform(0, 2 * np.pi, n) if config.rotate else np.zeros(n)
     shifts = rng.uniform(-config.shift, config.shift, (n, 2))
     zooms = np.exp(rng.uniform(*np.log(config.zoom), n))
@@ -107,7 +110,11 @@ def _resample(images: np.ndarray, rng: np.random.Generator, *, config: Augmentat
         cos, sin = np.cos(angles[k]) / zooms[k], np.sin(angles[k]) / zooms[k]
         matrix = np.array([[cos, -sin], [sin, cos]])
         offset = centre - matrix @ (centre + shifts[k])
-        images[k] = ndimage.affine_transform(images[k], matrix, offset, order=1, mode="nearest")
+        planes = images[k] if images.ndim == 3 else np.moveaxis(images[k], -1, 0)
+        for plane in planes if images.ndim == 4 else [planes]:
+            plane[...] = ndimage.affine_transform(
+                plane.copy(), matrix, offset, order=1, mode="nearest"
+            )
 
 
 def epoch_order(n: int, chunk: int, *, seed: int, epoch: int) -> np.ndarray:
@@ -180,7 +187,7 @@ def _py_dataset_class() -> type:
                     np.random.SeedSequence([self.seed, self.epoch, index, 1])
                 )
                 images = augment(images, rng, config=self.augmentation)
-            return images[..., None], labels[:, None]
+            return (images[..., None] if images.ndim == 3 else images), labels[:, None]
 
         def on_epoch_end(self) -> None:
             self.epoch += 1

@@ -17,6 +17,9 @@ state by a run killed in between is ignored and replaced); the shuffling and aug
 an epoch depend only on the seed and the epoch number, so a resumed run trains on the same
 batches and ends with the same weights as an uninterrupted one.
 A different configuration or training set starts afresh.
+
+With ``train.members`` K > 1, ``OUT`` is a committee (:mod:`lensdask.nn.committee`): each
+member ``OUT/members/<k>`` has the layout above and is trained by a task of its own.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from lensdask.config import TrainConfig
 from lensdask.formats.files import atomic_path
 from lensdask.formats.trainset import check_trainset
-from lensdask.normalise import NORMALISATION
+from lensdask.normalise import known_normalisations
 from lensdask.stages import StageIO, StageOutcome
 from lensdask.units import config_hash
 
@@ -50,8 +53,11 @@ def training_hash(config: TrainConfig, trainset_attrs: dict[str, Any]) -> str:
     """What a checkpoint must agree with to be resumed: the configuration less the patience
     (which only says when to stop) and, on the ``plateau`` schedule, less the number of
     epochs (the ``cosine`` schedule decays over them), and the training set's plan and the
-    cutouts it was made from."""
+    cutouts it was made from. The committee's fields (``members``, ``member_widths``,
+    ``combination``) are left out: one network is trained by its own seed and width."""
     settings = dataclasses.asdict(config)
+    for name in ("members", "member_widths", "combination"):
+        settings.pop(name)
     if config.schedule == "plateau":
         settings.pop("epochs")
     settings.pop("patience")
@@ -172,7 +178,14 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
-def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> dict[str, Any]:
+def fit_model(
+    trainset: str | Path,
+    out: str | Path,
+    *,
+    config: TrainConfig,
+    initial_model: str | Path | None = None,
+    test_set: str | Path | None = None,
+) -> dict[str, Any]:
     """Train (or resume training) and write the model directory. Runs where it is called:
     in-process or inside a Dask task.
 
@@ -183,7 +196,14 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     out : path
         The model directory (see the module docstring).
     config : TrainConfig
-        Network width, optimisation, early stopping, augmentation, seed.
+        Network width, optimisation, early stopping, augmentation, seed; one network
+        (``members`` 1: a committee trains each member by this function).
+    initial_model : path, optional
+        A model directory whose weights the training starts from (a fine-tune), instead of
+        weights drawn from the seed; its ``model_id`` is part of the training hash.
+    test_set : path, optional
+        The training set whose test split the best model is evaluated on (default:
+        ``trainset``'s).
 
     Returns
     -------
@@ -196,20 +216,27 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     import keras
 
     from lensdask.devices import enable_memory_growth, has_gpu
-    from lensdask.formats.model_dir import library_versions, write_model_dir
+    from lensdask.formats.model_dir import library_versions, load_model, write_model_dir
     from lensdask.formats.trainset import read_attrs
     from lensdask.nn.data import Augmentation, trainset_sequence
     from lensdask.nn.evaluate import evaluate_test_split
     from lensdask.nn.model import architecture, build_resnet18, precision_policy
 
+    if config.members != 1:
+        raise ValueError(f"train.members: fit_model trains one network, got {config.members}")
     trainset, out = Path(trainset), Path(out)
     attrs = read_attrs(trainset)
-    if attrs.get("normalisation") != NORMALISATION:
+    if attrs.get("normalisation") not in known_normalisations():
         raise ValueError(
             f"{trainset}: images normalised as {attrs.get('normalisation')!r}, this lensdask "
-            f"expects {NORMALISATION!r}: rebuild the training set"
+            f"expects one of {known_normalisations()}: rebuild the training set"
         )
     chash = training_hash(config, attrs)
+    if initial_model is not None:
+        from lensdask.formats.model_dir import read_card
+
+        parent = read_card(initial_model)["model_id"]
+        chash = config_hash({"training": chash, "initial_model": parent})
     state = read_state(out)
     if state is not None and state.get("config_hash") != chash:
         logger.warning("train: %s holds a run of another configuration: starting afresh", out)
@@ -226,6 +253,7 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     gpu = has_gpu()
     mixed = gpu if config.mixed_precision is None else config.mixed_precision
     size = int(attrs["size"])
+    bands = list(attrs.get("bands") or [attrs.get("band")])  # one channel per band
     train = trainset_sequence(
         trainset,
         "train",
@@ -239,9 +267,12 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
     # chunk). So no global random state is seeded here: the worker's other tasks keep theirs.
     with precision_policy(mixed=mixed):
         if state is None:
-            model = build_resnet18(
-                input_shape=(size, size, 1), width=config.width, seed=config.seed
-            )
+            if initial_model is None:
+                model = build_resnet18(
+                    input_shape=(size, size, len(bands)), width=config.width, seed=config.seed
+                )
+            else:
+                model, _ = load_model(initial_model, input_shape=(size, size, len(bands)))
             model.compile(
                 optimizer=keras.optimizers.Adam(learning_rate(config, len(train))),
                 loss="binary_crossentropy",
@@ -267,16 +298,19 @@ def fit_model(trainset: str | Path, out: str | Path, *, config: TrainConfig) -> 
                 verbose=0,
             )
         best = keras.saving.load_model(out / CHECKPOINTS / callback.state["best"], safe_mode=True)
-        metrics = evaluate_test_split(best, trainset, out, title=f"test split of {trainset.name}")
+        tested = Path(test_set or trainset)
+        metrics = evaluate_test_split(best, tested, out, title=f"test split of {tested.name}")
     final = callback.state
     card = {
         "architecture": architecture(best),
-        "input_shape": [size, size, 1],
-        "normalisation": NORMALISATION,
+        "input_shape": [size, size, len(bands)],
+        "normalisation": attrs["normalisation"],
         "band": attrs.get("band"),
+        "bands": bands,
         "pixel_scale": attrs.get("pixel_scale"),
         "training": {
             **dataclasses.asdict(config),
+            "member_widths": list(config.member_widths),  # as JSON reads it back
             "mixed_precision": bool(mixed),
             "gpu": gpu,
             "epochs_run": final["epoch"] + 1,
@@ -319,11 +353,101 @@ class TrainReport:
     card: dict[str, Any]
 
 
-def _gpu_resources(client: Any) -> dict[str, int] | None:
+def gpu_resources(client: Any) -> dict[str, int] | None:
+    """The resources a training task asks for: a ``GPU`` where a worker of ``client``'s
+    cluster has one."""
     workers = client.scheduler_info().get("workers", {}).values()
     if any(worker.get("resources", {}).get("GPU") for worker in workers):
         return {"GPU": 1}
     return None
+
+
+def train_committee(
+    trainset: Path,
+    out: Path,
+    *,
+    config: TrainConfig,
+    client: Any | None,
+    progress: bool,
+    initial_model: str | Path | None = None,
+    test_set: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train the ``config.members`` members (one Dask task each, or one after the other in
+    this process without a ``client``), then evaluate the committee
+    (:func:`finish_committee`).
+
+    Parameters
+    ----------
+    trainset, out, config, client, progress
+        As :func:`lensdask.nn.train.train_model`.
+    initial_model : path, optional
+        A committee of as many members: member ``k`` starts from its member ``k``'s weights.
+    test_set : path, optional
+        The training set whose test split evaluates the members and the committee.
+
+    Returns
+    -------
+    dict
+        The committee's card.
+
+    Raises
+    ------
+    RuntimeError
+        If members failed (each named with its error); the others are complete and a rerun
+        trains only the failed ones.
+    """
+    from lensdask.formats.model_dir import member_dir
+    from lensdask.nn.committee import finish_committee, member_config, parent_members
+
+    members = [member_config(config, k) for k in range(config.members)]
+    parents = parent_members(initial_model, config.members)
+    outs = [member_dir(out, k) for k in range(config.members)]
+    tested = str(test_set or trainset)
+    if client is None:
+        cards = [
+            fit_model(trainset, where, config=member, initial_model=parent, test_set=tested)
+            for member, parent, where in zip(members, parents, outs, strict=True)
+        ]
+        return finish_committee(out, config=config, cards=cards, test_set=tested)
+    from distributed import wait
+
+    run = uuid.uuid4().hex[:8]
+    resources = gpu_resources(client)
+    futures = [
+        client.submit(
+            fit_model,
+            str(trainset),
+            str(where),
+            config=member,
+            initial_model=None if parent is None else str(parent),
+            test_set=tested,
+            key=f"train-member-{k}-{run}",
+            resources=resources,
+            pure=False,
+            retries=1,
+        )
+        for k, (member, parent, where) in enumerate(zip(members, parents, outs, strict=True))
+    ]
+    follow_training(futures, outs, config.epochs, progress=progress)
+    wait(futures)
+    failed = [(k, future) for k, future in enumerate(futures) if future.status == "error"]
+    if failed:
+        named = "; ".join(f"member {k} ({outs[k]}): {future.exception()!r}" for k, future in failed)
+        raise RuntimeError(
+            f"train: {len(failed)} of {config.members} committee members failed ({named}); "
+            "the others are complete: a rerun trains only the failed ones"
+        )
+    cards = client.gather(futures)
+    return client.submit(
+        finish_committee,
+        str(out),
+        config=config,
+        cards=cards,
+        test_set=tested,
+        key=f"train-committee-{run}",
+        resources=resources,
+        pure=False,
+    ).result()
 
 
 def train_model(
@@ -333,6 +457,8 @@ def train_model(
     config: TrainConfig,
     client: Any | None = None,
     progress: bool = True,
+    initial_model: str | Path | None = None,
+    test_set: str | Path | None = None,
 ) -> TrainReport:
     """Train the classifier on one worker of the cluster of ``client`` (or in-process).
 
@@ -344,10 +470,14 @@ def train_model(
         The model directory.
     config : TrainConfig
     client : distributed.Client, optional
-        The injected client: the training runs as one task, on a GPU worker when the
-        cluster has one. None: in this process.
+        The injected client: the training runs as one task (one per committee member), on
+        a GPU worker when the cluster has one. None: in this process (members one after
+        the other).
     progress : bool
         A progress bar over epochs (followed from the checkpoint state).
+    initial_model, test_set : path, optional
+        As :func:`fit_model`; a committee starts each member from the same member of the
+        committee ``initial_model``.
 
     Returns
     -------
@@ -355,33 +485,52 @@ def train_model(
     """
     trainset, out = Path(trainset), Path(out)
     check_trainset(trainset)
+    if config.members > 1:
+        card = train_committee(
+            trainset,
+            out,
+            config=config,
+            client=client,
+            progress=progress,
+            initial_model=initial_model,
+            test_set=test_set,
+        )
+        return TrainReport(out=out, card=card)
+    start = {
+        "initial_model": None if initial_model is None else str(initial_model),
+        "test_set": None if test_set is None else str(test_set),
+    }
     if client is None:
-        return TrainReport(out=out, card=fit_model(trainset, out, config=config))
+        return TrainReport(out=out, card=fit_model(trainset, out, config=config, **start))
     future = client.submit(
         fit_model,
         str(trainset),
         str(out),
         config=config,
+        **start,
         key=f"train-{uuid.uuid4().hex[:8]}",
-        resources=_gpu_resources(client),
+        resources=gpu_resources(client),
         pure=False,
         retries=1,
     )
-    _follow(future, out, config.epochs, progress=progress)
+    follow_training([future], [out], config.epochs, progress=progress)
     return TrainReport(out=out, card=future.result())
 
 
-def _follow(future: Any, out: Path, epochs: int, *, progress: bool) -> None:
-    """Show the epochs completed (read from the checkpoint state) until ``future`` is done."""
+def follow_training(futures: list[Any], outs: list[Path], epochs: int, *, progress: bool) -> None:
+    """Show the epochs completed by the trainings into ``outs`` (read from their checkpoint
+    states) until their ``futures`` are done."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=epochs, desc="train", unit="epoch", disable=not progress) as bar:
-        while not future.done():
+    total = epochs * len(outs)
+    with tqdm(total=total, desc="train", unit="epoch", disable=not progress) as bar:
+        while not all(future.done() for future in futures):
             time.sleep(1.0)
-            state = read_state(out)
-            if state and state["epoch"] + 1 > bar.n:
-                bar.update(state["epoch"] + 1 - bar.n)
-                last = state["history"][-1]
+            states = [state for out in outs if (state := read_state(out))]
+            done = sum(state["epoch"] + 1 for state in states)
+            if done > bar.n:
+                bar.update(done - bar.n)
+                last = states[-1]["history"][-1]
                 bar.set_postfix({k: f"{v:.3f}" for k, v in last.items() if k != "epoch"})
 
 
@@ -394,8 +543,8 @@ def run(
     in_process: bool = False,
 ) -> StageOutcome:
     """The ``train`` stage: :func:`train_model` on the ``trainset`` into the ``model``
-    artifact, on a Dask worker or (``in_process``) in this process."""
-    from lensdask.nn.evaluate import metrics_lines
+    artifact, on Dask workers or (``in_process``) in this process."""
+    from lensdask.nn.evaluate import committee_lines, metrics_lines
 
     report = train_model(
         io.need("trainset"),
@@ -408,5 +557,8 @@ def run(
     return StageOutcome(
         outputs={"model": report.out, "ROC curve": report.out / "roc.png"},
         counts={"model test AUC": round(metrics["auc"], 4)},
-        lines=metrics_lines(metrics, report.card["model_id"], report.out),
+        lines=[
+            *committee_lines(report.card),
+            *metrics_lines(metrics, report.card["model_id"], report.out),
+        ],
     )

@@ -2,9 +2,15 @@
 (grades CSV files: :mod:`lensdask.formats.grades`).
 
 Graders give A/B/C/D = 10/7/3/0 (Li et al. 2020). The store keeps one grade per grader and
-candidate (a new grade replaces the old one) with the time it was given, and is written
-at once on every grade, so a restart of the server loses nothing. Access tokens are shown
-once when a grader is added; only their SHA-256 is stored.
+candidate (a new grade replaces the old one) with the time it was given and its source,
+and is written at once on every grade, so a restart of the server loses nothing. Access
+tokens are shown once when a grader is added; only their SHA-256 is stored.
+
+All grades live here, whatever their source (:data:`SOURCES`): the web page's graders
+(``web``), Zooniverse volunteers imported from a classifications export as
+``zooniverse:<user>`` (``zooniverse``) and simulated graders ``sim:<k>`` (``simulated``).
+Imported and simulated graders have no access token: nobody can grade in their name on
+the page. ``lensdask inspect export`` writes them all with their source.
 """
 
 from __future__ import annotations
@@ -21,11 +27,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from lensdask.formats.grades import GRADE_VALUES, GRADES_COLUMNS, GradeError, write_grades_csv
+from lensdask.formats.files import problem_message
+from lensdask.formats.grades import (
+    EXPORT_COLUMNS,
+    GRADE_VALUES,
+    GradeError,
+    grade_problems,
+    write_grades_csv,
+)
 
 logger = logging.getLogger(__name__)
 
 GRADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
+SOURCES = {"web": "", "zooniverse": "zooniverse:", "simulated": "sim:"}
+"""Where grades come from, each with the prefix of its graders' names (web graders have
+none; the other prefixes are reserved for their source)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -42,9 +58,19 @@ CREATE TABLE IF NOT EXISTS grades (
     grader TEXT NOT NULL REFERENCES graders (name),
     grade TEXT NOT NULL CHECK (grade IN ('A', 'B', 'C', 'D')),
     time TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT 'web',
     PRIMARY KEY (candidate_id, grader)
 );
 """
+UPSERT = (
+    "INSERT INTO grades (candidate_id, grader, grade, time, source) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (candidate_id, grader) "
+    "DO UPDATE SET grade = excluded.grade, time = excluded.time, source = excluded.source"
+)
+"""Store a grade, replacing the same grader's earlier grade of the candidate."""
+SOURCE_COLUMN = "ALTER TABLE grades ADD COLUMN source TEXT NOT NULL DEFAULT 'web'"
+"""Adds the source to a database made before grades had one (all its grades came from the
+web page)."""
 
 
 def candidate_key(candidate_id: str) -> str:
@@ -79,6 +105,9 @@ class GradeStore:
         with self.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(grades)")}
+            if "source" not in columns:
+                db.execute(SOURCE_COLUMN)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -120,6 +149,12 @@ class GradeStore:
         if not GRADER_NAME.match(name):
             raise ValueError(
                 f"grader name {name!r}: use letters, digits and _.@:- (at most 64 characters)"
+            )
+        reserved = [prefix for prefix in SOURCES.values() if prefix and name.startswith(prefix)]
+        if reserved:
+            raise ValueError(
+                f"grader name {name!r}: names starting with {reserved[0]} are kept for "
+                "imported or simulated grades"
             )
         token = secrets.token_urlsafe(24)
         with self.connect() as db:
@@ -167,34 +202,88 @@ class GradeStore:
     def set_grade(
         self, grader: str, candidate_id: str, grade: str, *, time: str | None = None
     ) -> None:
-        """Store (or replace) the grade of ``candidate_id`` by ``grader``, at once."""
+        """Store (or replace) the grade of ``candidate_id`` by web grader ``grader``, at
+        once."""
         if grade not in GRADE_VALUES:
             raise GradeError(f"grade {grade!r} is not one of {', '.join(GRADE_VALUES)}")
         try:
             with self.connect() as db:
-                db.execute(
-                    "INSERT INTO grades (candidate_id, grader, grade, time) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (candidate_id, grader) "
-                    "DO UPDATE SET grade = excluded.grade, time = excluded.time",
-                    (candidate_id, grader, grade, time or now()),
-                )
+                db.execute(UPSERT, (candidate_id, grader, grade, time or now(), "web"))
         except sqlite3.IntegrityError:
             raise GradeError(
                 f"cannot store grade {grade} of {candidate_id!r} by {grader!r}: "
                 "unknown candidate or grader"
             ) from None
 
+    def import_grades(self, grades: pd.DataFrame, *, source: str) -> int:
+        """Store grades that did not come from the web page, all or none.
+
+        Parameters
+        ----------
+        grades : pandas.DataFrame
+            ``candidate_id``, ``grader``, ``grade``, checked (:func:`grade_problems`, with
+            the lines of their file), and optionally ``time``; each grader's name starts
+            with the prefix of ``source`` (:data:`SOURCES`). A grade replaces the same
+            grader's earlier grade of the candidate.
+        source : str
+            ``zooniverse`` or ``simulated``.
+
+        Returns
+        -------
+        int
+            The grades stored.
+
+        Raises
+        ------
+        GradeError
+            Grades of candidates the store does not know (register them first with
+            :meth:`add_candidates`), bad letters, repeats or graders without the source's
+            prefix: every one listed, nothing stored.
+        """
+        prefix = SOURCES.get(source)
+        if not prefix:
+            imported = [name for name, start in SOURCES.items() if start]
+            raise ValueError(f"source {source!r}: imported grades come from one of {imported}")
+        problems = grade_problems(grades, known=self.candidates())
+        problems += [
+            f"row {k + 1}: grader {name!r} of {source} grades must start with {prefix!r}"
+            for k, name in enumerate(grades["grader"])
+            if not (isinstance(name, str) and name.startswith(prefix) and GRADER_NAME.match(name))
+        ]
+        if problems:
+            raise GradeError(problem_message(f"{source} grades", problems))
+        times = grades["time"] if "time" in grades else [now()] * len(grades)
+        rows = [
+            (cid, grader, grade, time, source)
+            for cid, grader, grade, time in zip(
+                grades["candidate_id"], grades["grader"], grades["grade"], times, strict=True
+            )
+        ]
+        with self.connect() as db:
+            # imported graders get a token nobody knows: they cannot sign in to the page
+            db.executemany(
+                "INSERT OR IGNORE INTO graders (name, token_sha256, seed, created) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    (name, token_digest(secrets.token_urlsafe(24)), secrets.randbits(62), now())
+                    for name in dict.fromkeys(grades["grader"])
+                ),
+            )
+            db.executemany(UPSERT, rows)
+        logger.info("grades: %d %s grades stored in %s", len(rows), source, self.path)
+        return len(rows)
+
     def grades(self, grader: str | None = None) -> pd.DataFrame:
-        """All grades (or one grader's): ``candidate_id, grader, grade, time``, sorted by
-        candidate and grader."""
-        query = "SELECT candidate_id, grader, grade, time FROM grades"
+        """All grades (or one grader's): ``candidate_id, grader, grade, source, time``,
+        sorted by candidate and grader."""
+        query = "SELECT candidate_id, grader, grade, source, time FROM grades"
         params: tuple[str, ...] = ()
         if grader is not None:
             query += " WHERE grader = ?"
             params = (grader,)
         with self.connect() as db:
             rows = db.execute(query + " ORDER BY candidate_id, grader", params).fetchall()
-        return pd.DataFrame(rows, columns=[*GRADES_COLUMNS, "time"], dtype=object)
+        return pd.DataFrame(rows, columns=list(EXPORT_COLUMNS), dtype=object)
 
     def progress(self) -> dict[str, int]:
         """Number of grades given by each grader (0 for those who gave none)."""
@@ -206,7 +295,8 @@ class GradeStore:
         return dict(rows)
 
     def export_csv(self, path: str | Path) -> int:
-        """Write every grade as CSV ``candidate_id,grader,grade``; returns the rows written."""
+        """Write every grade as CSV ``candidate_id,grader,grade,source,time``; returns the
+        rows written."""
         grades = self.grades()
-        write_grades_csv(grades, path)
+        write_grades_csv(grades, path, columns=EXPORT_COLUMNS)
         return len(grades)

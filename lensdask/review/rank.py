@@ -9,6 +9,14 @@ P, ties by decreasing p_cnn, then by ID.
 P is compared with the thresholds (and sorted) after rounding to 6 decimals: p_cnn is a
 float32 (about 7 significant digits) and products like 0.875 x 0.8 are not exact in
 binary, so P = 0.7 means golden, as on paper.
+
+Exploration targets (``explore`` True in the candidates table: drawn below the thresholds,
+graded blind with the others) are ranked the same way but written apart, in
+``<out>_exploration<ext>`` (:func:`exploration_path`), with the same columns. A table of
+their own rather than a flag column: the ranking table keeps its contract, and whatever
+reads it (the golden and high counts, the LaTeX table, the plot, ``lensdask stamps
+--ranking``) sees the search's candidates only without having to know about exploration;
+the exploration table, read by the same code, says how many lenses the search missed.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lensdask.formats.files import TableError, problem_message
+from lensdask.formats.files import TableError, problem_message, save_figure
 from lensdask.formats.grades import GRADE_VALUES, GradeError, grade_problems
 from lensdask.formats.ids import require_unique_ids
 from lensdask.formats.parquet import WRITE_OPTIONS, read_file
+from lensdask.storage import as_path
 
 logger = logging.getLogger(__name__)
 
@@ -305,10 +314,54 @@ def plot_pcnn_phum(table: pd.DataFrame, grades: pd.DataFrame, path: str | Path) 
     ax.set_ylabel(r"$p_{\rm hum} = s_{\rm ave}/10$")
     ax.set_title(f"{len(table)} graded candidates")
     ax.legend(loc="lower left", fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    path = save_figure(fig, as_path(path), dpi=130)
     return path
+
+
+def exploration_path(out: str | Path) -> Path:
+    """Where the ranking of the exploration targets goes, beside the ranking table ``out``
+    (``ranking.ecsv`` -> ``ranking_exploration.ecsv``)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_exploration{out.suffix}")
+
+
+def explore_flags(candidates: pd.DataFrame) -> pd.Series:
+    """The ``explore`` flag of each candidate: a bool column, or ``True``/``False``/1/0
+    as text (a CSV file); False for all where the table has none.
+
+    Raises
+    ------
+    TableError
+        Other values, each named by its row.
+    """
+    if "explore" not in candidates:
+        return pd.Series(False, index=candidates.index)
+    flags = candidates["explore"]
+    if flags.dtype == bool:
+        return flags
+    text = flags.astype(str).str.strip().str.lower()
+    bad = ~text.isin(["true", "false", "1", "0"])
+    if bad.any():
+        raise TableError(
+            problem_message(
+                "candidates",
+                [
+                    f"row {k + 1}: explore is {value!r}, not True or False"
+                    for k, value in zip(np.flatnonzero(bad), flags[bad], strict=True)
+                ],
+            )
+        )
+    return text.isin(["true", "1"])
+
+
+def split_exploration(
+    table: pd.DataFrame, candidates: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ranking of the search's candidates and that of the exploration targets (rows of
+    ``candidates`` flagged ``explore``), each in ranked order."""
+    flagged = explore_flags(candidates).to_numpy()
+    explored = table["candidate_id"].isin(set(candidates["candidate_id"][flagged]))
+    return table[~explored].reset_index(drop=True), table[explored].reset_index(drop=True)
 
 
 def rank_files(
@@ -326,18 +379,21 @@ def rank_files(
     scores : path
         Candidates or scores (Parquet file or folder, or CSV) with ``ID`` or
         ``candidate_id`` and ``p_cnn``; ``RAJ2000``, ``DECJ2000``, ``MAG_AUTO``, ``Z_B``
-        fill the LaTeX table where present.
+        fill the LaTeX table where present; ``explore`` flags exploration targets.
     grades : path or list of paths
         Grades CSV files (``candidate_id,grader,grade``).
     out : path
-        The ranking table, ``.csv``, ``.ecsv`` or ``.parquet``.
+        The ranking table, ``.csv``, ``.ecsv`` or ``.parquet``. When the candidates have
+        exploration targets, their ranking goes to :func:`exploration_path` of ``out``
+        (otherwise an old one there is removed: it would belong to other candidates).
     latex, plot : path, optional
-        Where the LaTeX table and the p_CNN-p_hum plot go (None: not written).
+        Where the LaTeX table and the p_CNN-p_hum plot go (None: not written); both
+        show the search's candidates only.
 
     Returns
     -------
     pandas.DataFrame
-        The ranking table.
+        The ranking table of the search's candidates.
     """
     from lensdask.formats.candidates import read_candidates
     from lensdask.formats.grades import read_grades
@@ -357,7 +413,7 @@ def rank_files(
                 ],
             )
         )
-    table = rank_candidates(candidates, graded)
+    table, explored = split_exploration(rank_candidates(candidates, graded), candidates)
     logger.info(
         "rank: %d graded candidates of %d (%d golden, %d high, %d low) -> %s",
         len(table),
@@ -368,9 +424,21 @@ def rank_files(
         out,
     )
     write_ranking(table, out)
+    apart = exploration_path(out)
+    if explore_flags(candidates).any():
+        write_ranking(explored, apart)
+        logger.info(
+            "rank: %d graded exploration targets (%d golden, %d high) -> %s",
+            len(explored),
+            int((explored["quality"] == "golden").sum()),
+            int((explored["quality"] == "high").sum()),
+            apart,
+        )
+    else:
+        apart.unlink(missing_ok=True)
     if latex is not None:
         Path(latex).parent.mkdir(parents=True, exist_ok=True)
         Path(latex).write_text(latex_table(table, candidates))
     if plot is not None:
-        plot_pcnn_phum(table, graded, plot)
+        plot_pcnn_phum(table, graded[graded["candidate_id"].isin(set(table["candidate_id"]))], plot)
     return table

@@ -9,8 +9,10 @@ Layout of the stamps folder (``stamps/``)::
     <tile>/stamps.parquet      candidate_id, THELI_NAME, colour_png, mono_png (relative to
                                the stamps folder), colour (False: grey fallback)
     _units/<tile>.json         completion markers
-    sheets/sheet_00001.png ... contact sheets in ranked order, with IDs and scores (named
-                               by the rank of their first candidate)
+    sheets/sheet_00001.png ... contact sheets of the candidates by decreasing p_CNN, with
+                               IDs and scores (named by the rank of their first candidate)
+    sheets/ranked_sheet_00001.png ...  contact sheets in the order of a ranking table
+                               (``--ranking``: decreasing P), beside the p_CNN ones
 
 ``<name>`` is the candidate ID with every run of characters other than letters, digits,
 ``.``, ``+`` and ``-`` replaced by ``_`` (``KiDS J122456.016+005048.05`` ->
@@ -67,6 +69,9 @@ SHEET_STAGE = "sheets"
 INDEX_FILE = "stamps.parquet"
 SHEETS_DIR = "sheets"
 INDEX_COLUMNS = ("candidate_id", "THELI_NAME", "colour_png", "mono_png", "colour")
+SHEET_PREFIXES = {False: "sheet", True: "ranked_sheet"}
+"""Start of the contact sheets' names: in p_CNN order, or in the order of a ranking table
+(``--ranking``); each ordering keeps its own sheets."""
 
 
 def stamp_name(candidate_id: str) -> str:
@@ -273,6 +278,13 @@ def read_stamp_index(stamps: str | Path) -> pd.DataFrame:
     return index
 
 
+def without_stamps(candidate_ids: Sequence[str], stamps: str | Path) -> list[str]:
+    """The candidates of ``candidate_ids`` that have no stamps in the stamps folder (their
+    cutout is missing, or their tile failed): nobody can grade them."""
+    have = set(read_stamp_index(stamps)["candidate_id"])
+    return [cid for cid in candidate_ids if cid not in have]
+
+
 def bad_label(fraction: float) -> str:
     """The label of a cutout with bad pixels on a contact sheet: ``bad 12%`` (at least
     ``bad <1%`` for any)."""
@@ -285,28 +297,37 @@ def sheet_pages(count: int, per_sheet: int) -> list[slice]:
     return [slice(start, min(start + per_sheet, count)) for start in range(0, count, per_sheet)]
 
 
-def draw_sheet(
-    entries: list[tuple[int, str, float, str]],
-    folder: Path,
+SHEET_PANEL = (2.0, 1.93)
+"""Width and height of a stamp's panel on a contact sheet, inches."""
+SHEET_TITLE = 0.32
+"""Height kept above each panel for its two-line label, inches: a fixed height, not a
+fraction of the sheet, so that a sheet of one row does not clip its top labels."""
+SHEET_MARGIN = 0.03
+"""Margin below the last row and at the sides, inches."""
+
+
+def sheet_figure(
+    entries: list[tuple],
     *,
     stamps: Path,
     columns: int,
     rows: int,
     label: str,
-) -> str:
-    """Draw one contact sheet: each entry ``(rank, candidate_id, score, png)`` as a panel,
-    or ``(rank, candidate_id, score, png, bad_fraction)``: a cutout with bad pixels
-    (non-finite, zero weight, flagged) is labelled ``bad 12%`` under its score.
+):
+    """The figure of one contact sheet (see :func:`draw_sheet`), not yet saved.
 
-    The sheet goes to ``folder/<name>.png`` where ``name`` is ``sheet_<first rank>``;
-    written beside and moved into place.
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``columns`` panels across and as many rows as the entries fill (at most ``rows``).
     """
     from matplotlib.figure import Figure
     from PIL import Image
 
-    name = f"sheet_{entries[0][0]:05d}"
     rows = min(rows, -(-len(entries) // columns))  # a short last sheet has fewer rows
-    fig = Figure(figsize=(columns * 2.0, rows * 2.25))
+    width = columns * SHEET_PANEL[0] + 2 * SHEET_MARGIN
+    height = rows * (SHEET_PANEL[1] + SHEET_TITLE) + SHEET_MARGIN
+    fig = Figure(figsize=(width, height))
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -325,8 +346,36 @@ def draw_sheet(
                 color="yellow",
                 backgroundcolor="black",
             )
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.05, hspace=0.3)
-    final = folder / f"{name}.png"
+    fig.subplots_adjust(
+        left=SHEET_MARGIN / width,
+        right=1 - SHEET_MARGIN / width,
+        bottom=SHEET_MARGIN / height,
+        top=1 - SHEET_TITLE / height,
+        wspace=0.05,
+        hspace=SHEET_TITLE / SHEET_PANEL[1],
+    )
+    return fig
+
+
+def draw_sheet(
+    entries: list[tuple],
+    folder: Path,
+    *,
+    stamps: Path,
+    columns: int,
+    rows: int,
+    label: str,
+    prefix: str = "sheet",
+) -> str:
+    """Draw one contact sheet: each entry ``(rank, candidate_id, score, png)`` as a panel,
+    or ``(rank, candidate_id, score, png, bad_fraction)``: a cutout with bad pixels
+    (non-finite, zero weight, flagged) is labelled ``bad 12%`` under its score.
+
+    The sheet goes to ``folder/<prefix>_<first rank>.png``; written beside and moved into
+    place.
+    """
+    fig = sheet_figure(entries, stamps=stamps, columns=columns, rows=rows, label=label)
+    final = folder / f"{prefix}_{entries[0][0]:05d}.png"
     with atomic_path(final) as tmp:
         fig.savefig(tmp, dpi=120, metadata={"Software": None})
     return str(final)
@@ -337,6 +386,7 @@ def make_sheets(
     stamps: str | Path,
     *,
     label: str,
+    prefix: str = "sheet",
     config: StampConfig,
     client: Any,
     progress: bool = True,
@@ -349,9 +399,12 @@ def make_sheets(
         ``candidate_id``, ``score`` and ``colour_png``, in ranked order (best first), and
         optionally ``bad_fraction`` (labelled on the sheets where above 0).
     stamps : path
-        The stamps folder; sheets go to ``stamps/sheets`` (old sheets are removed).
+        The stamps folder; sheets go to ``stamps/sheets`` (old sheets of the same
+        ``prefix`` are removed, the other ordering's stay).
     label : str
         Name of the score on the sheets (``p_CNN`` or ``P``).
+    prefix : str
+        Start of the sheets' file names (``sheet`` or ``ranked_sheet``).
     config : StampConfig
         Sheet size and limit.
     client : distributed.Client
@@ -367,7 +420,7 @@ def make_sheets(
     stamps = Path(stamps)
     folder = stamps / SHEETS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("sheet_*.png"):
+    for old in folder.glob(f"{prefix}_*.png"):
         old.unlink()
     if config.sheet_limit is not None:
         ranked = ranked.iloc[: config.sheet_limit]
@@ -381,7 +434,7 @@ def make_sheets(
     ]
     per_sheet = config.sheet_columns * config.sheet_rows
     pages = [entries[page] for page in sheet_pages(len(entries), per_sheet)]
-    names = [f"sheet_{page[0][0]:05d}" for page in pages]
+    names = [f"{prefix}_{page[0][0]:05d}" for page in pages]
     report = run_units(
         client,
         draw_sheet,
@@ -394,6 +447,7 @@ def make_sheets(
         columns=config.sheet_columns,
         rows=config.sheet_rows,
         label=label,
+        prefix=prefix,
     )
     sheets = [Path(report.results[name]) for name in names if name in report.results]
     return sheets, report
@@ -506,7 +560,13 @@ def make_stamps(
     index = index[index["candidate_id"].isin(set(frame["candidate_id"]))]
     ranked, label = sheet_order(frame, index, ranking)
     sheets, sheet_report = make_sheets(
-        ranked, out, label=label, config=config, client=client, progress=progress
+        ranked,
+        out,
+        label=label,
+        prefix=SHEET_PREFIXES[ranking is not None],
+        config=config,
+        client=client,
+        progress=progress,
     )
     grey = int((~index["colour"].astype(bool)).sum())
     logger.info(

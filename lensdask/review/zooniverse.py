@@ -11,7 +11,10 @@ The classifications export of a Zooniverse project is a CSV file with, among oth
 ``user_name``, ``workflow_id``, ``annotations`` (JSON list of ``{"task", "value"}``) and
 ``subject_data`` (JSON ``{subject_id: metadata}``). A classification becomes the grade of
 grader ``zooniverse:<user_name>``; the answer to the grading task is a label starting with
-the grade letter (``"A"``, ``"A: sure lens"``) or the answer's index (0-3 for A-D).
+the grade letter (``"A"``, ``"A: sure lens"``) or the answer's index (0-3 for A-D). The
+grades go into the grades database beside the web page's
+(:meth:`lensdask.review.grades.GradeStore.import_grades`, source ``zooniverse``) and/or
+a grades CSV file.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ import pandas as pd
 
 from lensdask.formats.files import TableError, problem_message
 from lensdask.formats.grades import GRADE_VALUES, GRADES_COLUMNS, GradeError, grade_problems
+from lensdask.review.grades import SOURCES
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("subject_key", "image_colour", "image_mono", "#candidate_id")
 IMAGES_DIR = "images"
-GRADER_PREFIX = "zooniverse:"
+GRADER_PREFIX = SOURCES["zooniverse"]
 ANSWER = re.compile(r"^\s*([ABCD])(?![A-Za-z0-9])")
 
 
@@ -111,6 +115,7 @@ def import_classifications(
     task: str = "T0",
     workflow_id: str | None = None,
     known: Iterable[str] | None = None,
+    no_cutout: Iterable[str] = (),
     keep_last: bool = False,
 ) -> pd.DataFrame:
     """Grades from a Zooniverse classifications export.
@@ -125,6 +130,8 @@ def import_classifications(
         Take only this workflow's classifications.
     known : iterable of str, optional
         The candidate IDs grades may refer to.
+    no_cutout : iterable of str
+        Candidates without a cutout (no stamp): nobody can have graded them.
     keep_last : bool
         When a volunteer classified a subject more than once, keep their last
         classification (counted in the log) instead of reporting an error.
@@ -138,7 +145,8 @@ def import_classifications(
     ------
     GradeError
         Rows without a candidate ID, without an answer to ``task``, with an answer that is
-        not a grade, for unknown candidates, or repeated: each named by its line.
+        not a grade, for unknown candidates or candidates without a cutout, or repeated:
+        each named by its line; none is used.
     """
     path = Path(path)
     if not path.exists():
@@ -194,7 +202,9 @@ def import_classifications(
             )
         grades = grades[last].reset_index(drop=True)
         lines = [line for line, keep in zip(lines, last, strict=True) if keep]
-    problems += grade_problems(grades, known=known, where=lambda k: f"line {lines[k]}")
+    problems += grade_problems(
+        grades, known=known, no_cutout=no_cutout, where=lambda k: f"line {lines[k]}"
+    )
     if problems:
         raise GradeError(problem_message(path, problems))
     logger.info(

@@ -17,11 +17,28 @@ default, as Li et al. 2020). It writes
 - with a truth table of injected lenses (a mock survey's ``lenses/``), the completeness by
   Einstein radius and arc brightness and the false candidates per 1000 targets
   (:mod:`lensdask.score.recovery`), and with a list of known lenses, which were recovered.
+
+Exploration (``explore`` > 0): that many scored targets below the thresholds join the
+candidates, so that the graders also see where the classifier says no. They are drawn by
+``explore_strategy``: ``random`` (uniformly among all targets below their threshold: the
+lenses among them estimate how many the search misses), ``uncertainty`` (the targets just
+below their sample's threshold, by ``threshold - p_cnn``) or ``disagreement`` (the largest
+population standard deviation of a committee's member scores, the score columns matching
+:data:`MEMBER_COLUMN`; refused when the scores have none). Each score file proposes its
+best ``explore`` targets and the best of all proposals are taken, so the draw does not
+depend on how the targets fall into files; ranks are decided by a SHA-256 of the seed and
+the ID (``random``, and ties), so the same scores give the same draw. Every row of the
+candidates table has ``explore`` (True for these); the counts, fractions and completeness
+leave them out, and the ranking puts them in a table of their own. Nothing the graders see
+tells them apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +51,7 @@ from lensdask.formats.candidates import write_candidates
 from lensdask.formats.cutout_store import tile_markers
 from lensdask.formats.files import write_json_atomic
 from lensdask.formats.ids import require_unique_ids
-from lensdask.formats.parquet import read_rows
+from lensdask.formats.parquet import open_file, read_file, read_rows
 from lensdask.formats.scores import no_data, read_score_file, resolve_scores, score_files
 from lensdask.formats.targets import DESCRIPTION_COLUMNS
 from lensdask.runner import UnitReport, run_units
@@ -47,17 +64,148 @@ logger = logging.getLogger(__name__)
 STAGE = "candidates"
 HIST_BINS = np.linspace(0.0, 1.0, 51)
 """Edges of the p_cnn histograms (bins of 0.02)."""
+MEMBER_COLUMN = re.compile(r"^p_cnn_(\d+)$")
+"""Score columns of a committee's members (``p_cnn_0``, ``p_cnn_1``, ...), whose spread
+the ``disagreement`` exploration ranks by."""
+EXPLORE_KEYS = ("_explore_rank", "_explore_tie")
+"""Columns of the exploration proposals: drawn by increasing rank, then tie."""
 
 
-def scan_scores(path: str | Path, *, thresholds: dict[str, float]) -> dict[str, Any]:
+def member_columns(names: list[str]) -> list[str]:
+    """The committee members' score columns among ``names``, by member number."""
+    found = [name for name in names if MEMBER_COLUMN.match(name)]
+    return sorted(found, key=lambda name: int(name.rpartition("_")[2]))
+
+
+def id_uniforms(ids: Any, seed: int) -> np.ndarray:
+    """A number in [0, 1) per ID from the SHA-256 of the seed and the ID: the same for an
+    ID wherever it is and whatever else is drawn."""
+    words = [
+        int.from_bytes(hashlib.sha256(f"{seed}\n{cid}".encode()).digest()[:8], "big") >> 11
+        for cid in ids
+    ]
+    return np.asarray(words, dtype=np.float64) * 2.0**-53
+
+
+def exploration_ranks(
+    frame: pd.DataFrame,
+    *,
+    strategy: str,
+    thresholds: dict[str, float],
+    seed: int,
+    members: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The order in which targets below the thresholds are drawn for exploration: the pure
+    kernel.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Targets below their threshold: ``ID``, ``sample``, ``p_cnn`` and, for
+        ``disagreement``, the ``members`` columns.
+    strategy : str
+        ``random``, ``uncertainty`` or ``disagreement`` (see the module docstring).
+    thresholds : dict
+        p_cnn threshold per sample.
+    seed : int
+        Seed of the ranks (``random``) and ties.
+    members : sequence of str
+        The committee members' score columns.
+
+    Returns
+    -------
+    rank, tie : ndarray of float64
+        The targets are drawn by increasing ``rank``, then ``tie``; a target with a
+        non-finite rank (no member scores) is never drawn.
+    """
+    tie = id_uniforms(frame["ID"], seed)
+    if strategy == "random":
+        return tie, np.zeros(len(frame))
+    if strategy == "uncertainty":
+        limit = frame["sample"].map(thresholds).to_numpy(dtype=np.float64, na_value=np.nan)
+        return limit - frame["p_cnn"].to_numpy(dtype=np.float64), tie
+    if strategy == "disagreement":
+        scores = frame[list(members)].to_numpy(dtype=np.float64)
+        finite = np.isfinite(scores).sum(axis=1)
+        with np.errstate(invalid="ignore"):
+            spread = np.nanstd(np.where(finite[:, None] > 0, scores, 0.0), axis=1)
+        return np.where(finite >= 2, -spread, np.inf), tie
+    raise ValueError(f"unknown exploration strategy {strategy!r}")
+
+
+def propose_exploration(
+    below: pd.DataFrame, path: str | Path, *, explore: dict[str, Any], thresholds: dict[str, float]
+) -> pd.DataFrame:
+    """The best ``explore["count"]`` targets of one score file for exploration, with their
+    :data:`EXPLORE_KEYS`."""
+    members: list[str] = []
+    if explore["strategy"] == "disagreement":
+        members = member_columns(open_file(path).schema_arrow.names)
+        # the member scores, row for row with the score columns (the same file)
+        table = read_file(path, columns=members).to_pandas()
+        below = below.join(table, how="left")
+    rank, tie = exploration_ranks(
+        below,
+        strategy=explore["strategy"],
+        thresholds=thresholds,
+        seed=explore["seed"],
+        members=members,
+    )
+    keep = np.isfinite(rank)
+    below, rank, tie = below[keep], rank[keep], tie[keep]
+    order = np.lexsort((tie, rank))[: explore["count"]]
+    proposal = below.iloc[order].drop(columns=members)
+    return proposal.assign(**dict(zip(EXPLORE_KEYS, (rank[order], tie[order]), strict=True)))
+
+
+def draw_exploration(proposals: list[pd.DataFrame], count: int) -> pd.DataFrame:
+    """The ``count`` best of every file's exploration proposals, flagged ``explore``."""
+    frames = [frame for frame in proposals if len(frame)]
+    if not frames:
+        return pd.DataFrame()
+    pool = pd.concat(frames, ignore_index=True)
+    order = np.lexsort((pool[EXPLORE_KEYS[1]].to_numpy(), pool[EXPLORE_KEYS[0]].to_numpy()))
+    drawn = pool.iloc[order[:count]].drop(columns=list(EXPLORE_KEYS))
+    return drawn.assign(explore=True).reset_index(drop=True)
+
+
+def check_members(files: list[Path]) -> None:
+    """Refuse the ``disagreement`` exploration unless every score file has two or more
+    committee members' scores (:data:`MEMBER_COLUMN`)."""
+    lacking = [
+        path for path in files if len(member_columns(open_file(path).schema_arrow.names)) < 2
+    ]
+    if lacking:
+        shown = ", ".join(str(path) for path in lacking[:3])
+        raise ValueError(
+            f"candidates.explore_strategy: disagreement ranks by the spread of a committee's "
+            f"member scores (score columns p_cnn_0, p_cnn_1, ...), but {len(lacking)} of "
+            f"{len(files)} score files have fewer than two ({shown}); score with a committee "
+            "or use explore_strategy random or uncertainty"
+        )
+
+
+def scan_scores(
+    path: str | Path, *, thresholds: dict[str, float], explore: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Counts, ``p_cnn`` histograms (on :data:`HIST_BINS`) and candidates of one score file.
+
+    Parameters
+    ----------
+    path : path
+        The score file.
+    thresholds : dict
+        p_cnn threshold per sample.
+    explore : dict, optional
+        ``count``, ``strategy`` and ``seed`` of the exploration (None: none).
 
     Returns
     -------
     dict
         ``counts`` (rows with a ``p_cnn``), ``no_data`` (rows without: cutouts without a
         finite pixel) and ``hist`` by sample, ``candidates`` (DataFrame of the score
-        columns).
+        columns) and ``explore`` (the file's exploration proposals, with
+        :data:`EXPLORE_KEYS`).
     """
     frame = read_score_file(path)
     empty = no_data(frame)
@@ -68,11 +216,17 @@ def scan_scores(path: str | Path, *, thresholds: dict[str, float]) -> dict[str, 
         counts[str(sample)] = len(part)
         hist[str(sample)] = np.histogram(part["p_cnn"], bins=HIST_BINS)[0].tolist()
     chosen = candidate_mask(scored["sample"].to_numpy(), scored["p_cnn"].to_numpy(), thresholds)
+    proposals = pd.DataFrame()
+    if explore and explore["count"]:
+        proposals = propose_exploration(
+            scored[~chosen], path, explore=explore, thresholds=thresholds
+        ).reset_index(drop=True)
     return {
         "counts": counts,
         "no_data": missing,
         "hist": hist,
         "candidates": scored[chosen].reset_index(drop=True),
+        "explore": proposals,
     }
 
 
@@ -82,8 +236,9 @@ class CandidateReport:
 
     out: Path
     summary: dict[str, Any]
-    """Per sample ``scored``, ``candidates``, ``fraction`` and ``threshold``; ``model_id``;
-    ``completeness`` and ``known`` when measured."""
+    """Per sample ``scored``, ``candidates``, ``fraction`` and ``threshold`` (exploration
+    targets not counted); ``model_id``; ``exploration`` when asked for; ``completeness``
+    and ``known`` when measured."""
     files: dict[str, Path] = field(default_factory=dict)
     """What was written: candidates, summary, plots, tables."""
     units: UnitReport | None = None
@@ -145,7 +300,7 @@ def select_candidates(
         The candidates Parquet file; the summary, plots and tables go next to it, named
         after its stem.
     config : CandidateConfig, optional
-        Thresholds per sample, match radius, completeness bins.
+        Thresholds per sample, match radius, completeness bins, exploration.
     client : distributed.Client
         The injected Dask client: one task per score file.
     targets : path, optional
@@ -188,6 +343,8 @@ def select_candidates(
     scores = resolve_scores(scores, model_id=model_id)
     problems = check_lineage(scores, cutouts) if cutouts is not None else []
     files = list(score_files(scores))
+    if config.explore and config.explore_strategy == "disagreement":
+        check_members(files)
     units = run_units(
         client,
         scan_scores,
@@ -196,6 +353,11 @@ def select_candidates(
         progress=progress,
         unit_args=files,
         thresholds=dict(config.thresholds),
+        explore={
+            "count": config.explore,
+            "strategy": config.explore_strategy,
+            "seed": config.explore_seed,
+        },
     )
     results = [units.results[path.stem] for path in files if path.stem in units.results]
     counts: dict[str, int] = {}
@@ -207,24 +369,34 @@ def select_candidates(
             hist[sample] = hist.get(sample, 0) + np.asarray(result["hist"][sample])
         for sample, n in result["no_data"].items():
             empty[sample] = empty.get(sample, 0) + n
-    frames = [result["candidates"] for result in results]
+    frames = [result["candidates"].assign(explore=False) for result in results]
+    explored = draw_exploration([result["explore"] for result in results], config.explore)
+    if len(explored) < config.explore:
+        logger.warning(
+            "candidates: %d exploration targets asked for, %d below the thresholds to draw",
+            config.explore,
+            len(explored),
+        )
+    frames = [frame for frame in (*frames, explored) if len(frame)]
     chosen = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(chosen):  # a candidate is named by its ID from here on
         require_unique_ids(chosen, what=f"{scores}: candidates (score files of several tiles)")
     if chosen.empty:
         chosen = pd.DataFrame({name: pd.Series(dtype=object) for name in ("ID", "sample")})
         chosen["p_cnn"] = pd.Series(dtype=np.float32)
+        chosen["explore"] = pd.Series(dtype=bool)
     if targets is not None and len(chosen):
         # one row per candidate: read_rows refuses IDs that several targets share
         extra = read_rows(targets, chosen["ID"].tolist(), list(DESCRIPTION_COLUMNS))
         chosen = chosen.merge(extra, on="ID", how="left", validate="many_to_one")
     chosen = write_candidates(chosen, out)
+    found = chosen[~chosen["explore"].to_numpy(dtype=bool)]  # the search's own candidates
     summary: dict[str, Any] = {
         "samples": {
             sample: {
                 "scored": counts.get(sample, 0),
-                "candidates": int((chosen["sample"] == sample).sum()),
-                "fraction": float((chosen["sample"] == sample).sum() / counts[sample])
+                "candidates": int((found["sample"] == sample).sum()),
+                "fraction": float((found["sample"] == sample).sum() / counts[sample])
                 if counts.get(sample)
                 else 0.0,
                 "threshold": config.thresholds.get(sample),
@@ -236,6 +408,19 @@ def select_candidates(
         "score_files": len(files),
         "failed_files": [failure.unit for failure in units.failures],
     }
+    if config.explore:
+        summary["exploration"] = {
+            "strategy": config.explore_strategy,
+            "seed": config.explore_seed,
+            "requested": config.explore,
+            "drawn": len(explored),
+            "by_sample": {
+                str(sample): int(n)
+                for sample, n in explored["sample"].value_counts().sort_index().items()
+            }
+            if len(explored)
+            else {},
+        }
     for sample, entry in summary["samples"].items():
         logger.info(
             "candidates: %s: %d of %d above p_cnn > %s (%.3f%%)",
@@ -256,7 +441,7 @@ def select_candidates(
         from lensdask.score.recovery import measure_completeness
 
         completeness = measure_completeness(
-            truth, scores, chosen, counts=counts, config=config, stem=stem
+            truth, scores, found, counts=counts, config=config, stem=stem, targets=targets
         )
         summary["completeness"] = completeness.summary
         report.files.update(completeness.files)
@@ -312,6 +497,13 @@ def run(
         outcome.lines.append(
             f"candidates: {sample}: {entry['candidates']} of {entry['scored']} with p_cnn > "
             f"{entry['threshold']} ({100 * entry['fraction']:.3f}%){no_image}"
+        )
+    if "exploration" in summary:
+        e = summary["exploration"]
+        outcome.counts["exploration targets"] = e["drawn"]
+        outcome.lines.append(
+            f"exploration: {e['drawn']} of {e['requested']} targets below the thresholds "
+            f"drawn by {e['strategy']} (flagged explore in the candidates table)"
         )
     if "completeness" in summary:
         c = summary["completeness"]

@@ -3,8 +3,9 @@
 - :func:`measure_completeness` compares the candidates with a truth table of injected
   lenses (a mock survey's ``lenses/<tile>.parquet``: ``ID``, ``theta_E``,
   ``arc_peak_ratio``, ...): the fraction of the scored lenses recovered, overall and by
-  Einstein radius and arc brightness, and the candidates that are not lenses per 1000
-  targets of each sample.
+  Einstein radius, arc brightness, seeing, host magnitude, host size and neighbours
+  (:mod:`lensdask.selection`, with Clopper-Pearson intervals), and the candidates that are
+  not lenses per 1000 targets of each sample.
 - :func:`recover_known` looks up a list of known lenses or earlier candidates (CSV, ECSV,
   FITS, VOTable or Parquet; decimal or sexagesimal positions), by ``ID`` or by position,
   and reports each one's target, separation, ``p_cnn``, whether it is a candidate and if
@@ -23,13 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lensdask.bins import bin_index
 from lensdask.config import CandidateConfig
 from lensdask.formats.files import TEXT_COLUMNS, TableError, atomic_path, read_table
 from lensdask.formats.ids import require_unique_ids
 from lensdask.formats.parquet import read_rows, write_frame
 from lensdask.formats.targets import read_positions
 from lensdask.score.thresholds import candidate_mask
+from lensdask.selection import HOST_COLUMNS, host_properties, plot_completeness, selection_function
 
 logger = logging.getLogger(__name__)
 
@@ -101,32 +102,6 @@ class Measured:
     table: pd.DataFrame | None = None
 
 
-def binned_completeness(
-    values: np.ndarray, scored: np.ndarray, recovered: np.ndarray, edges: tuple[float, ...]
-) -> pd.DataFrame:
-    """Completeness in bins of ``values``: lenses, scored, recovered and recovered/scored.
-
-    Bins are ``[edges[k], edges[k + 1])``, the last one closed; values outside are left out.
-    """
-    index = bin_index(values, edges)
-    rows = []
-    for k in range(len(edges) - 1):
-        inside = index == k
-        n_scored = int((inside & scored).sum())
-        n_recovered = int((inside & recovered).sum())
-        rows.append(
-            {
-                "low": edges[k],
-                "high": edges[k + 1],
-                "lenses": int(inside.sum()),
-                "scored": n_scored,
-                "recovered": n_recovered,
-                "completeness": n_recovered / n_scored if n_scored else float("nan"),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def measure_completeness(
     truth: str | Path,
     scores: str | Path,
@@ -135,6 +110,7 @@ def measure_completeness(
     counts: dict[str, int],
     config: CandidateConfig,
     stem: Path,
+    targets: str | Path | None = None,
 ) -> Measured:
     """Completeness of the candidates against a truth table of injected lenses.
 
@@ -142,7 +118,8 @@ def measure_completeness(
     ----------
     truth : path
         Truth table(s): a folder of Parquet files or one file, with ``ID``, ``theta_E``
-        (arcsec) and ``arc_peak_ratio``.
+        (arcsec) and ``arc_peak_ratio``, and optionally ``seeing`` (arcsec, of the lens's
+        image).
     scores : path
         The scores (to know which lenses were scored at all: a lens galaxy that is not a
         target, or whose cutout is missing, cannot be found).
@@ -154,6 +131,10 @@ def measure_completeness(
         Thresholds and bins.
     stem : path
         Output prefix: ``<stem>_completeness.csv`` and ``.png``.
+    targets : path, optional
+        The targets: the lens hosts' magnitude, size (``R_EFF``) and neighbours
+        (:func:`lensdask.selection.host_properties`). Quantities without values are not
+        binned.
 
     Returns
     -------
@@ -161,8 +142,6 @@ def measure_completeness(
         Summary: ``lenses``, ``scored``, ``recovered``, ``completeness``
         (recovered / scored), ``false_per_1000`` by sample.
     """
-    from lensdask.score.figures import plot_completeness
-
     table = read_table(truth)
     missing = [name for name in ("ID", "theta_E", "arc_peak_ratio") if name not in table]
     if missing:
@@ -179,13 +158,21 @@ def measure_completeness(
         table["p_cnn"].fillna(-1.0).to_numpy(),
         dict(config.thresholds),
     )
-    parts = []
-    binning = {"theta_E": config.theta_e_bins, "arc_peak_ratio": config.arc_ratio_bins}
-    for name, edges in binning.items():
-        part = binned_completeness(table[name].to_numpy(float), scored, recovered, edges)
-        part.insert(0, "quantity", name)
-        parts.append(part)
-    bins = pd.concat(parts, ignore_index=True)
+    quantities = {name: table[name].to_numpy(float) for name in ("theta_E", "arc_peak_ratio")}
+    if "seeing" in table:
+        quantities["seeing"] = table["seeing"].to_numpy(float)
+    if targets is not None:
+        hosts = read_rows(targets, table["ID"].tolist(), list(HOST_COLUMNS)).set_index("ID")
+        positioned = {"RAJ2000", "DECJ2000"} <= set(hosts)
+        everyone = read_positions(targets) if positioned else None
+        properties = host_properties(hosts, everyone).reindex(table["ID"])
+        quantities |= {name: properties[name].to_numpy(float) for name in properties}
+    bins = selection_function(
+        quantities,
+        scored,
+        recovered,
+        edges={"theta_E": config.theta_e_bins, "arc_peak_ratio": config.arc_ratio_bins},
+    )
     lens_ids = set(table["ID"])
     false_per_1000 = {}
     for sample, n in counts.items():

@@ -6,7 +6,9 @@ loads the model with Keras' safe mode after checking its card's hash, prepares t
 backend for the device (TensorFlow's GPU memory growth so that it shares the GPU, mixed
 precision on GPUs, the worker's threads on CPUs), compiles it for its one batch shape and
 keeps it in this process's :data:`MODELS`; every later task on that worker asking for the
-same model with the same batch size and precision finds it there.
+same model with the same batch size and precision finds it there. A committee
+(:mod:`lensdask.nn.committee`) is resident as all its members together, under the
+committee's ``model_id``.
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ _LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class ResidentModel:
-    """A loaded classifier and how it runs here."""
+    """A loaded classifier (one network, or a committee's members) and how it runs here."""
 
-    model: Any
-    """The Keras model (float16 compute on GPUs when mixed precision is on)."""
+    models: tuple[Any, ...]
+    """The Keras networks, a committee's in member order (float16 compute on GPUs when
+    mixed precision is on)."""
     card: dict[str, Any]
-    """Its model card."""
+    """Its model card (a committee's: with ``committee``)."""
     device: str
     """``"gpu"`` or ``"cpu"``."""
     batch_size: int
@@ -64,8 +67,18 @@ class ResidentModel:
 
     @property
     def model_id(self) -> str:
-        """The card's model id (hash of ``model.keras``)."""
+        """The card's model id (hash of ``model.keras``, or of a committee's members' ids)."""
         return self.card["model_id"]
+
+    @property
+    def model(self) -> Any:
+        """The first network (a single-network model's only one)."""
+        return self.models[0]
+
+    @property
+    def combination(self) -> str | None:
+        """How a committee's p_CNN combines its members' (None: one network)."""
+        return self.card.get("committee", {}).get("combination")
 
     def runs_as(self, config: ScoreConfig) -> bool:
         """Whether this is the model as ``config`` would load it here: same batch size,
@@ -77,16 +90,31 @@ class ResidentModel:
             self.backend == keras.backend.backend()
         )
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """p_CNN of images already normalised to [0, 255], shape (N, H, W), float32.
+    def predict_members(self, images: np.ndarray) -> np.ndarray:
+        """p_CNN of every network, shape (K, N) float32, of images already normalised to
+        [0, 255], shape (N, H, W) (or (N, H, W, B)).
 
-        Safe to call from several threads: the calls take turns on the model, while the
+        Safe to call from several threads: the calls take turns on the networks, while the
         threads' reading and normalising go on in parallel.
         """
         from lensdask.nn.evaluate import predict_images
 
         with self.lock:
-            return predict_images(self.model, images, batch_size=self.batch_size)
+            return np.stack(
+                [predict_images(model, images, batch_size=self.batch_size) for model in self.models]
+            )
+
+    def combine(self, members: np.ndarray) -> np.ndarray:
+        """The model's p_CNN from :meth:`predict_members`' scores: a committee's
+        combination, or the one network's scores."""
+        from lensdask.nn.evaluate import combine_scores
+
+        return members[0] if self.combination is None else combine_scores(members, self.combination)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """p_CNN of images already normalised to [0, 255], shape (N, H, W), float32 (a
+        committee's combined score)."""
+        return self.combine(self.predict_members(images))
 
 
 def prepare_backend(*, threads: int | None = None) -> bool:
@@ -171,32 +199,43 @@ def _load(model_dir: Path, model_id: str, config: ScoreConfig, threads: int | No
     gpu = prepare_backend(threads=threads)
     import keras
 
-    from lensdask.formats.model_dir import ModelError, load_model
+    from lensdask.formats.model_dir import ModelError, is_committee, load_model, read_card
     from lensdask.nn.model import precision_policy
 
-    # The model as saved (its layers keep their own dtype policies), whatever policy this
-    # thread holds: the check for a float32 model below reads the model's own policy.
+    card = read_card(model_dir)
+    places = (
+        [model_dir / member["path"] for member in card["committee"]["members"]]
+        if is_committee(card)
+        else [model_dir]
+    )
+    # The models as saved (their layers keep their own dtype policies), whatever policy
+    # this thread holds: the check for float32 models below reads their own policies.
     with precision_policy(mixed=False):
-        model, card = load_model(model_dir)
+        loaded = [load_model(place) for place in places]
     if card["model_id"] != model_id:
         raise ModelError(
             f"{model_dir}: holds model {card['model_id']}, not {model_id} that this run "
             "was planned with (retrained since?)"
         )
     batch, mixed = run_settings(config, gpu=gpu)
-    if mixed and model.dtype_policy.name == "float32":
-        model = _mixed_copy(model, card)
-    # compile the one batch shape now, so that no task pays for it
-    model.predict_on_batch(np.zeros((batch, *card["input_shape"]), dtype=np.float32))
+    models = []
+    for model, model_card in loaded:
+        if mixed and model.dtype_policy.name == "float32":
+            model = _mixed_copy(model, model_card)
+        # compile the one batch shape now, so that no task pays for it
+        model.predict_on_batch(np.zeros((batch, *card["input_shape"]), dtype=np.float32))
+        models.append(model)
     logger.info(
-        "model %s resident on %s (batch %d, mixed precision %s)",
+        "model %s (%d network%s) resident on %s (batch %d, mixed precision %s)",
         model_id,
+        len(models),
+        "s" if len(models) > 1 else "",
         "GPU" if gpu else "CPU",
         batch,
         mixed,
     )
     return ResidentModel(
-        model=model,
+        models=tuple(models),
         card=card,
         device="gpu" if gpu else "cpu",
         batch_size=batch,

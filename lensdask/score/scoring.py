@@ -8,7 +8,9 @@ current one), applies the normalisation the model card names, predicts in batche
 fixed size, and commits ``<out>/<tile>.parquet`` (``ID``, ``THELI_NAME``, ``sample``,
 ``p_cnn``, ``model_id``, ``nonfinite_fraction`` and ``bad_fraction``, the store's fraction
 of non-finite, zero-weight or flagged pixels: one row per cutout, in the store's order)
-with its completion marker. A cutout without any finite pixel in the model's band is never
+with its completion marker (a committee's scores also hold each member's p_CNN,
+``p_cnn_<k>``, all members resident on every worker). A cutout without any finite pixel in
+the model's band is never
 given to the network: its ``p_cnn`` is NaN, its ``nonfinite_fraction`` 1, and it is counted
 per sample (``no_data``). The marker records the hash of the IDs, which must equal the
 cutout tile's: no row is lost or duplicated, and :func:`check_scores` verifies it for the
@@ -46,7 +48,7 @@ from lensdask.formats.cutout_store import (
     read_tile_columns,
     tile_markers,
 )
-from lensdask.formats.scores import SCORE_COLUMNS, commit_tile_scores
+from lensdask.formats.scores import SCORE_COLUMNS, commit_tile_scores, member_column
 from lensdask.runner import UnitCounts, UnitReport, run_stage
 from lensdask.score.resample import METHOD
 from lensdask.stages import StageIO, StageOutcome
@@ -81,6 +83,18 @@ def prefetched_chunks(array: Any, step: int) -> Iterator[tuple[int, np.ndarray]]
             yield start, np.asarray(data)
 
 
+class BandStack:
+    """The cutouts of several bands of a tile as one lazy array (N, size, size, B): a slice
+    of the first axis reads that slice of every band."""
+
+    def __init__(self, arrays: list[Any]) -> None:
+        self.arrays = arrays
+        self.shape = (*arrays[0].shape, len(arrays))
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.stack([np.asarray(array[rows]) for array in self.arrays], axis=-1)
+
+
 def score_tile(
     cutout_ids_hash: str,
     out: Path,
@@ -95,6 +109,8 @@ def score_tile(
     config: ScoreConfig,
     resample_from: Mapping[str, float] | None = None,
     model_scale: float | None = None,
+    bands: tuple[str, ...] = (),
+    normalisation: str | None = None,
 ) -> dict[str, Any]:
     """Score the cutouts of tile ``unit`` and commit ``<out>/<tile>.parquet``.
 
@@ -118,6 +134,11 @@ def score_tile(
         The tiles whose stamps are resampled to ``model_scale`` (arcsec/px) and the
         model's input size before scoring (:func:`lensdask.score.resample.resample_stamps`),
         with their pixel scale; other tiles are scored as they are.
+    bands : tuple of str
+        The model's input bands in channel order, where it takes more than ``band``.
+    normalisation : str, optional
+        The card's normalisation (:func:`lensdask.normalise.normalise_for`; default: the
+        one-band transform).
 
     Returns
     -------
@@ -126,19 +147,28 @@ def score_tile(
         scored) per sample, ``resampled_from`` (the stamps' pixel scale where they were
         resampled, else None) and ``seconds`` spent.
     """
-    from lensdask.normalise import nonfinite_fraction, normalise_stamps
+    from lensdask.normalise import NORMALISATION, nonfinite_fraction, normalise_for
     from lensdask.score.resident import load_resident, worker_threads
+
+    channels = tuple(bands) or (band,)
+    normalisation = normalisation or NORMALISATION
 
     began = time.perf_counter()
     tile = unit
     clear_marker(out, tile)
     resident = load_resident(model_dir, model_id, config=config, threads=worker_threads())
     columns = read_tile_columns(cutouts, tile, ["ID", "sample"])
-    bands = list(read_tile_attrs(cutouts, tile)["bands"])
-    bad = read_bad_fraction(cutouts, tile)[:, bands.index(band)]  # of the stamps as cut out
+    has = list(read_tile_attrs(cutouts, tile)["bands"])
+    missing = [name for name in channels if name not in has]
+    if missing:
+        raise KeyError(f"{cutouts}/{tile}: no band(s) {missing} the model takes (has {has})")
+    at = [has.index(name) for name in channels]
+    bad = read_bad_fraction(cutouts, tile)[:, at].max(axis=1)  # of the stamps as cut out
     ids = np.asarray(columns["ID"], dtype=object)
     sample = np.asarray(columns["sample"], dtype=object)
     images = open_band(cutouts, tile, band)
+    if len(channels) > 1:
+        images = BandStack([open_band(cutouts, tile, name) for name in channels])
     if images.shape[0] != ids.size:
         raise OSError(f"{cutouts}/{tile}: {images.shape[0]} {band} cutouts for {ids.size} IDs")
     from_scale = (resample_from or {}).get(tile)
@@ -147,18 +177,30 @@ def score_tile(
 
         size = int(resident.card["input_shape"][0])
     step = -(-config.read_chunk // resident.batch_size) * resident.batch_size
-    p_cnn = np.full(ids.size, np.nan, dtype=np.float32)
+    members = np.full((len(resident.models), ids.size), np.nan, dtype=np.float32)
     nonfinite = np.ones(ids.size, dtype=np.float32)
     for start, chunk in prefetched_chunks(images, step):
         stop = start + chunk.shape[0]
         if from_scale is not None:
-            chunk = resample_stamps(chunk, from_scale=from_scale, to_scale=model_scale, size=size)
-        nonfinite[start:stop] = fraction = nonfinite_fraction(chunk)
+            chunk = np.stack(
+                [
+                    resample_stamps(plane, from_scale=from_scale, to_scale=model_scale, size=size)
+                    for plane in (np.moveaxis(chunk, -1, 0) if chunk.ndim == 4 else [chunk])
+                ],
+                axis=-1,
+            )
+            chunk = chunk[..., 0] if len(channels) == 1 else chunk
+        # of every band's pixels together
+        nonfinite[start:stop] = fraction = nonfinite_fraction(chunk.reshape(*chunk.shape[:2], -1))
         has_data = fraction < 1  # a stamp without a finite pixel is not an image
         if has_data.all():
-            p_cnn[start:stop] = resident.predict(normalise_stamps(chunk))
+            members[:, start:stop] = resident.predict_members(normalise_for(chunk, normalisation))
         elif has_data.any():
-            p_cnn[start:stop][has_data] = resident.predict(normalise_stamps(chunk[has_data]))
+            members[:, start:stop][:, has_data] = resident.predict_members(
+                normalise_for(chunk[has_data], normalisation)
+            )
+    committee = resident.combination is not None
+    p_cnn = resident.combine(members)  # NaN where no member scored
     written = ids_hash(ids.tolist())
     if written != cutout_ids_hash:
         raise OSError(f"{cutouts}/{tile}: its IDs changed since the tile was cut out")
@@ -171,6 +213,7 @@ def score_tile(
         model_id=model_id,
         nonfinite_fraction=nonfinite,
         bad_fraction=np.maximum(bad, nonfinite),
+        members=members if committee else None,
     )
     per_sample = {str(k): int(n) for k, n in Counter(sample.tolist()).items()}
     no_data = {str(k): int(n) for k, n in Counter(sample[nonfinite >= 1].tolist()).items()}
@@ -401,7 +444,7 @@ def score_cutouts(
         If the cutout store has no complete tile.
     """
     from lensdask.formats.model_dir import ModelError, read_card
-    from lensdask.normalise import NORMALISATION
+    from lensdask.normalise import known_normalisations
     from lensdask.score.resident import ModelPlugin
 
     config = config or ScoreConfig()
@@ -409,19 +452,22 @@ def score_cutouts(
     card = read_card(model_dir)
     model_id = card["model_id"]
     band = card.get("band") or "r"
-    if card.get("normalisation") != NORMALISATION:
+    bands = tuple(card.get("bands") or [band])  # the model's channels, in order
+    if card.get("normalisation") not in known_normalisations():
         raise ModelError(
             f"{model_dir}: the model was trained on images normalised by "
-            f"{card.get('normalisation')!r}; this lensdask applies {NORMALISATION!r}"
+            f"{card.get('normalisation')!r}; this lensdask applies one of "
+            f"{known_normalisations()}"
         )
     markers = tile_markers(cutouts)
     if not markers:
         raise FileNotFoundError(f"{cutouts}: no complete tile of cutouts to score")
     root = read_store_attrs(cutouts)
-    if band not in root.get("bands", []):
+    missing = [name for name in bands if name not in root.get("bands", [])]
+    if missing:
         raise ModelError(
-            f"{model_dir}: the model was trained on the {band} band; {cutouts} has "
-            f"{root.get('bands')}"
+            f"{model_dir}: the model was trained on the {', '.join(bands)} band(s); "
+            f"{cutouts} has {root.get('bands')}, without {', '.join(missing)}"
         )
     # tiles of another pixel scale are refused, or resampled to the model's scale and size
     resample_from = plan_resampling(
@@ -439,12 +485,15 @@ def score_cutouts(
             f"holds {size}x{size}"
         )
     inputs = {tile: marker.ids_hash for tile, marker in markers.items()}
+    members = (card.get("committee") or {}).get("members", [])
+    columns = [*SCORE_COLUMNS, *(member_column(k) for k in range(len(members)))]
     chash = config_hash(
         {
             "model_id": model_id,
             "band": band,
             "normalisation": card.get("normalisation"),
-            "columns": list(SCORE_COLUMNS),  # tiles scored into another layout are redone
+            "columns": columns,  # tiles scored into another layout are redone
+            **({"bands": list(bands)} if len(bands) > 1 else {}),
         }
     )
     # a tile is scored again when its cutouts changed
@@ -473,6 +522,8 @@ def score_cutouts(
         config=config,
         resample_from=resample_from,
         model_scale=model_scale,
+        bands=bands if len(bands) > 1 else (),
+        normalisation=card["normalisation"],
     )
     problems = check_scores(out, cutouts)
     per_sample, no_data = Counter(), Counter()

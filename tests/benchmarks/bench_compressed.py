@@ -55,7 +55,7 @@ def cut_one(path: str, positions: str) -> None:
 
     xy = np.load(positions)
     began = time.perf_counter()
-    hdul, image, _, hdu = open_image(Path(path), hdu=None)
+    hdul, image, _, hdu = open_image(path, hdu=None)  # a path or URL (bench_s3_cutouts.py)
     inside = centre_inside(xy[:, 0], xy[:, 1], image.shape, size=101)
     stamps = extract_stamps_by_rows(
         row_reader(hdul, hdu), image.shape, xy[inside, 0], xy[inside, 1], size=101

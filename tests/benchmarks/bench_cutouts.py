@@ -46,7 +46,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import run_measured
+from _measure import add_calibration_options, record_calibration, run_measured
 
 GiB = 2**30
 MiB = 2**20
@@ -482,6 +482,15 @@ def speed(args: argparse.Namespace) -> None:
     )
 
     rate = statistics.median(steady)
+    record_calibration(
+        args,
+        stage="cutouts",
+        mode="cpu",
+        quantity="cutouts",
+        rate=rate,
+        figure=f"steady state {rate:,.0f} cutouts/s a single-threaded worker (tasks after "
+        f"each worker's first; {nx} x {ny} px plain FITS, Zarr write included)",
+    )
     print(
         f"  worker tasks: the first on each worker {statistics.median(first):.2f} s (median), "
         f"later ones {len(table) / len(tiles) / rate:.2f} s a tile = {rate:,.0f} cutouts/s a "
@@ -553,6 +562,7 @@ def main() -> None:
         help="part 2: also run the CLI with these --memory-limit values",
     )
     parser.add_argument("--skip-speed", action="store_true")
+    add_calibration_options(parser)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if not args.skip_speed:

@@ -27,11 +27,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import add_calibration_options, record_calibration
 
 
 def bare_rate(store: Path, model_dir: Path, tiles: list[str], threads: int | None) -> float:
@@ -86,6 +90,39 @@ def pipeline_rate(client, store: Path, warm: Path, model_dir: Path, work: Path) 
     return report.rows / wall
 
 
+TF_THREADS = 2
+"""TensorFlow threads of a single-threaded worker (lensdask.score.resident): the bare
+model's rate per core is its rate in one such process over these."""
+
+
+def record_gpu_calibration(args: argparse.Namespace, *, bare: float, rate: float) -> None:
+    """The GPU worker's two parts: the model's calls (the bare model's rate) and, taking
+    turns with them, its CPU side (reading, normalising, copying), from the pipeline's
+    rate less the model's time."""
+    record_calibration(
+        args,
+        stage="score",
+        mode="gpu",
+        quantity="model images",
+        rate=bare,
+        figure=f"the bare full ResNet-18 on the GPU: {bare:,.0f} images/s",
+        per="GPU worker",
+        cores=args.threads,
+    )
+    if rate < bare:
+        record_calibration(
+            args,
+            stage="score",
+            mode="gpu",
+            quantity="images",
+            rate=1 / (1 / rate - 1 / bare),
+            figure=f"the worker's CPU side: 1 / (1/{rate:,.0f} - 1/{bare:,.0f}), lensdask "
+            "score less the bare model's time",
+            per="GPU worker",
+            cores=args.threads,
+        )
+
+
 def gpu_cluster(threads: int) -> tuple[object, str]:
     """One worker for the GPU: dask-cuda's LocalCUDACluster where it is installed."""
     try:
@@ -112,6 +149,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--threads", type=int, default=8, help="GPU worker threads")
     parser.add_argument("--dir", type=Path, default=None, help="Work folder (default: tmp)")
+    add_calibration_options(parser)
     args = parser.parse_args()
 
     from distributed import Client, LocalCluster
@@ -141,9 +179,21 @@ def main() -> None:
                 f"lensdask score, 1 GPU worker ({kind}) x {args.threads} threads: "
                 f"{rate:,.0f} images/s = {rate / bare:.2f}x the bare model"
             )
+            if args.width == 1.0:
+                record_gpu_calibration(args, bare=bare, rate=rate)
             return
         bare = bare_in_children(store, model_dir, tiles, 1)[0]
         print(f"bare model, 1 process:           {bare:8.1f} images/s")
+        if args.width == 1.0:
+            record_calibration(
+                args,
+                stage="score",
+                mode="cpu",
+                quantity="model images",
+                rate=bare / TF_THREADS,
+                figure=f"the bare full ResNet-18 in one process, TensorFlow on {TF_THREADS} "
+                f"threads, batch 256: {bare:,.1f} images/s, per core",
+            )
         pair = sum(bare_in_children(store, model_dir, tiles, 2))
         print(
             f"bare model, 2 processes at once: {pair:8.1f} images/s = {pair / bare:.2f}x "

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import run_measured
+from _measure import add_calibration_options, record_calibration, run_measured
 
 DUCKDB_SQL = """
 SET threads = 2;
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lensdask-bench"))
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    add_calibration_options(parser)
     args = parser.parse_args()
     python = sys.executable
     lensdask = str(Path(python).with_name("lensdask"))
@@ -118,6 +119,16 @@ def main() -> None:
             f"{tool:<18}{wall:>9.1f}{rows / wall:>14,.0f}{peak / 2**30:>10.2f}"
             f"{wall / duck_wall:>10.2f}"
         )
+    wall = statistics.median(r.wall for r in runs["lensdask select"])
+    record_calibration(
+        args,
+        stage="select",
+        mode="cpu",
+        quantity="catalog rows",
+        rate=rows / wall / args.workers,
+        figure=f"lensdask select: {rows:,} rows in {wall:.1f} s on {args.workers} workers x "
+        "1 thread (CLI, start-up included)",
+    )
     print(f"\nlensdask: {counts['lensdask select']}")
     print(f"duckdb:   {counts['duckdb']}")
     print_gap(catalog, workers=args.workers)

@@ -12,7 +12,17 @@ cache (warm) and after evicting them (cold: fsync + ``POSIX_FADV_DONTNEED`` on t
 store's files only, so other processes' cache is untouched). Every read is checked
 against the input, NaN for NaN.
 
+Then (``--writers``) the writers of one tile's cutout array in the default layout (chunks
+of 256 cutouts, CRC-32C, one shard per tile or a file per chunk), alternately: zarr-python
+with its options (``write_empty_chunks``, ``async.concurrency``, chunk by chunk,
+``create_array(data=...)``, the zarrs Rust codec pipeline where ``zarrs`` is installed),
+tensorstore's ``zarr3`` driver where ``tensorstore`` is installed, and lensdask's
+:func:`lensdask.formats.zarrs.write_array`; then a whole tile group (the cutouts and the
+11 per-cutout arrays) by ``write_tile_group`` and by zarr-python alone. Each store is read
+back with zarr-python and compared with the input.
+
     .venv/bin/python tests/benchmarks/bench_zarr_layout.py --workdir /tmp/lensdask-bench
+    .venv/bin/python tests/benchmarks/bench_zarr_layout.py --writers-only --n 1327 --repeat 9
 """
 
 from __future__ import annotations
@@ -150,6 +160,228 @@ def read_random(folder: Path, data: np.ndarray, indices: np.ndarray) -> float:
     return seconds
 
 
+# ----------------------------------------------------------------------------- writers
+
+CHUNK = 256
+"""Cutouts per chunk of the default layout (``cutouts.chunk``)."""
+
+
+def create(folder: Path, data: np.ndarray, *, sharded: bool, **options):
+    """The ``r`` array of a new group in ``folder``, in the default layout."""
+    import zarr
+
+    from lensdask.formats.zarrs import compressors
+
+    n = data.shape[0]
+    shards = (-(-n // CHUNK) * CHUNK, *data.shape[1:]) if sharded else None
+    return zarr.open_group(str(folder), mode="w-").create_array(
+        "r",
+        shape=data.shape,
+        dtype="float32",
+        chunks=(CHUNK, *data.shape[1:]),
+        shards=shards,
+        compressors=compressors(0),
+        fill_value=np.nan,
+        dimension_names=("cutout", "y", "x"),
+        **options,
+    )
+
+
+def zarr_writer(*, sharded: bool, by_chunk: bool = False, **options):
+    def write(folder: Path, data: np.ndarray) -> None:
+        array = create(folder, data, sharded=sharded, **options)
+        if by_chunk:
+            for start in range(0, data.shape[0], CHUNK):
+                array[start : start + CHUNK] = data[start : start + CHUNK]
+        else:
+            array[...] = data
+
+    return write
+
+
+def zarr_config_writer(config: dict, *, sharded: bool):
+    import zarr
+
+    inner = zarr_writer(sharded=sharded)
+
+    def write(folder: Path, data: np.ndarray) -> None:
+        with zarr.config.set(config):
+            inner(folder, data)
+
+    return write
+
+
+def create_array_with_data(*, sharded: bool):
+    def write(folder: Path, data: np.ndarray) -> None:
+        import zarr
+
+        from lensdask.formats.zarrs import compressors
+
+        n = data.shape[0]
+        zarr.create_array(
+            str(folder / "r"),
+            data=data,
+            chunks=(CHUNK, *data.shape[1:]),
+            shards=(-(-n // CHUNK) * CHUNK, *data.shape[1:]) if sharded else None,
+            compressors=compressors(0),
+            fill_value=np.nan,
+            dimension_names=("cutout", "y", "x"),
+        )
+
+    return write
+
+
+def lensdask_writer(*, sharded: bool):
+    def write(folder: Path, data: np.ndarray) -> None:
+        from lensdask.formats.zarrs import write_array
+
+        write_array(create(folder, data, sharded=sharded), data)
+
+    return write
+
+
+def tensorstore_writer(*, sharded: bool):
+    """tensorstore's zarr3 driver, the same metadata (bytes + crc32c codecs)."""
+    import tensorstore as ts
+
+    plain = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
+
+    def write(folder: Path, data: np.ndarray) -> None:
+        n = data.shape[0]
+        chunk = [CHUNK, *data.shape[1:]]
+        codecs = plain
+        grid = chunk
+        if sharded:
+            grid = [-(-n // CHUNK) * CHUNK, *data.shape[1:]]
+            codecs = [
+                {
+                    "name": "sharding_indexed",
+                    "configuration": {
+                        "chunk_shape": chunk,
+                        "codecs": plain,
+                        "index_codecs": plain,
+                        "index_location": "end",
+                    },
+                }
+            ]
+        folder.mkdir()
+        spec = {
+            "driver": "zarr3",
+            "kvstore": {"driver": "file", "path": str(folder / "r")},
+            "metadata": {
+                "shape": list(data.shape),
+                "data_type": "float32",
+                "fill_value": "NaN",
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
+                "codecs": codecs,
+                "dimension_names": ["cutout", "y", "x"],
+            },
+            "create": True,
+        }
+        ts.open(spec).result()[...].write(data).result()
+
+    return write
+
+
+def writers() -> dict[str, object]:
+    """Writers of one tile's cutout array, by name (those whose library is installed)."""
+    import importlib.util
+
+    found = {}
+    for sharded in (True, False):
+        layout = "shard/tile" if sharded else "unsharded"
+        found[f"{layout}: zarr-python array[...] = data"] = zarr_writer(sharded=sharded)
+        found[f"{layout}: zarr-python write_empty_chunks"] = zarr_writer(
+            sharded=sharded, config={"write_empty_chunks": True}
+        )
+        for concurrency in (1, 64):
+            found[f"{layout}: zarr-python async.concurrency {concurrency}"] = zarr_config_writer(
+                {"async.concurrency": concurrency}, sharded=sharded
+            )
+        found[f"{layout}: zarr-python chunk by chunk"] = zarr_writer(sharded=sharded, by_chunk=True)
+        found[f"{layout}: zarr-python create_array(data=)"] = create_array_with_data(
+            sharded=sharded
+        )
+        if importlib.util.find_spec("zarrs"):
+            found[f"{layout}: zarrs codec pipeline"] = zarr_config_writer(
+                {"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}, sharded=sharded
+            )
+        if importlib.util.find_spec("tensorstore"):
+            found[f"{layout}: tensorstore zarr3"] = tensorstore_writer(sharded=sharded)
+        found[f"{layout}: lensdask write_array"] = lensdask_writer(sharded=sharded)
+    return found
+
+
+def tile_columns(n: int) -> dict[str, np.ndarray]:
+    """The per-cutout arrays of a one-band tile group, as ``lensdask cutouts`` writes them."""
+    rng = np.random.default_rng(0)
+    fractions = ("nonfinite_fraction", "zero_weight_fraction", "flagged_fraction", "bad_fraction")
+    return {
+        "ID": np.array([f"KiDS J{i:06d}.000+000000.00" for i in range(n)]),
+        "sample": np.where(np.arange(n) % 30 == 0, "LRG", "BG"),
+        **{name: rng.random(n) for name in ("RAJ2000", "DECJ2000", "x", "y")},
+        "edge": rng.random(n) < 0.05,
+        **{name: rng.random((n, 1)).astype(np.float32) for name in fractions},
+    }
+
+
+def zarr_tile_group(folder: Path, data: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """The peer of ``write_tile_group``: the same group, every array written by zarr-python."""
+    import zarr
+
+    from lensdask.formats.zarrs import compressors
+
+    create(folder, data, sharded=True)[...] = data
+    group = zarr.open_group(str(folder), mode="a")
+    for name, values in columns.items():
+        dtype = str if values.dtype.kind in "OUT" else values.dtype
+        group.create_array(
+            name,
+            shape=values.shape,
+            dtype=dtype,
+            chunks=values.shape,
+            compressors=compressors(),
+        )[...] = values
+
+
+def compare_writers(data: np.ndarray, base: Path, repeat: int) -> None:
+    """Writers of one tile's cutouts, alternately, median of ``repeat``."""
+    import zarr
+
+    from lensdask.formats.cutout_store import write_tile_group
+
+    n = data.shape[0]
+    columns = tile_columns(n)
+    found = writers()
+    found["tile group: zarr-python for every array"] = lambda folder, data: zarr_tile_group(
+        folder, data, columns
+    )
+    found["tile group: lensdask write_tile_group"] = lambda folder, data: write_tile_group(
+        folder, {"r": data}, columns, attrs={}, chunk=CHUNK, compression_level=0
+    )
+    seconds: dict[str, list[float]] = {name: [] for name in found}
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    for r in range(repeat):
+        for k, (name, write) in enumerate(found.items()):
+            folder = base / f"w{k}"
+            start = time.perf_counter()
+            write(folder, data)
+            seconds[name].append(time.perf_counter() - start)
+            if r == 0:
+                got = zarr.open_array(str(folder / "r"), mode="r")[:]
+                if not np.array_equal(got, data, equal_nan=True):
+                    raise AssertionError(f"{name}: zarr-python reads back other values")
+            shutil.rmtree(folder)
+    print(
+        f"\nwriters of one tile's {n} cutouts (chunks of {CHUNK}, CRC-32C, no compression), "
+        f"median of {repeat}, read back by zarr-python and equal:"
+    )
+    for name, times in seconds.items():
+        median = statistics.median(times)
+        print(f"  {name:<56}{median * 1000:>8.1f} ms{n / median:>10,.0f} cutouts/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lensdask-bench"))
@@ -160,6 +392,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 3, 9])
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache reads")
+    parser.add_argument("--writers-only", action="store_true", help="only the writers")
     args = parser.parse_args()
     store = source_store(args)
     data = load_cutouts(store, args.n)
@@ -167,6 +400,9 @@ def main() -> None:
     raw = data[0].nbytes
     print(f"{n} cutouts from {store} ({n * raw / MiB:.0f} MiB raw, {raw} bytes each); ")
     print(f"NaN pixels: {np.isnan(data).mean():.2%}; {args.random} random single reads")
+    if args.writers_only:
+        compare_writers(data, args.workdir / "zarr-writers", args.repeat)
+        return
 
     settings = [
         Setting(chunk, "none" if level == 0 else f"zstd-{level}", sharded)
@@ -226,6 +462,7 @@ def main() -> None:
         "per second (to the page cache, as lensdask writes); read/s: whole array; random/s: "
         "one cutout per read at random indices, array opened once."
     )
+    compare_writers(data, args.workdir / "zarr-writers", args.repeat)
 
 
 if __name__ == "__main__":

@@ -305,7 +305,10 @@ def test_back_to_error_refuses_again(dup_catalog: Path, client, tmp_path: Path) 
 # --- the distributed check ------------------------------------------------------------------
 
 
-def test_find_duplicates_on_many_files_matches_pandas(client, tmp_path: Path) -> None:
+@pytest.mark.parametrize("gather_limit", [10**9, 0], ids=["hashes", "shuffle"])
+def test_find_duplicates_on_many_files_matches_pandas(
+    client, tmp_path: Path, gather_limit: int
+) -> None:
     rng = np.random.default_rng(5)
     pool = np.array([f"KiDS J{k:06d}" for k in range(1500)], dtype=object)
     files, frames = {}, []
@@ -318,7 +321,7 @@ def test_find_duplicates_on_many_files_matches_pandas(client, tmp_path: Path) ->
     every = pd.concat(frames, ignore_index=True)
     expected = every[every["ID"].duplicated(keep=False)].reset_index(drop=True)
     assert expected["unit"].nunique() > 3  # within and across files
-    found = find_duplicates(files, client=client)
+    found = find_duplicates(files, client=client, gather_limit=gather_limit, rows=len(every))
     pd.testing.assert_frame_equal(found, expected, check_dtype=False)
     marked = mark_first(found)
     assert marked.loc[marked["first"], "ID"].is_unique
@@ -334,7 +337,24 @@ def test_find_duplicates_without_repeats_returns_nothing(client, tmp_path: Path)
         pd.DataFrame({"ID": [f"{k}-{j}" for j in range(50)]}).to_parquet(path)
         files[f"u{k}"] = path
     assert find_duplicates(files, client=client).empty
+    assert find_duplicates(files, client=client, gather_limit=0, rows=150).empty
     assert find_duplicates({}, client=client).empty
+
+
+def test_a_hash_collision_is_not_taken_for_a_repeat(client, tmp_path: Path) -> None:
+    """Two different IDs with the same 64-bit hash (forced by giving every ID the same
+    hash) are compared as strings: only the real repeat is found."""
+    from lensdask.catalog import duplicates
+
+    path = tmp_path / "u0.parquet"
+    pd.DataFrame({"ID": ["a", "b", "a", None, None]}).to_parquet(path)
+    parts = [(0, path)]
+    wanted = np.unique(duplicates.id_hashes(path))
+    rows = duplicates.rows_with_hashes((0, path, wanted))
+    assert sorted(rows["ID"]) == ["a", "a", "b"]  # what a collision would send back
+    found = duplicates.duplicated_rows(rows)
+    assert found["ID"].tolist() == ["a", "a"] and found["row"].tolist() == [0, 2]
+    assert duplicates._gathered_duplicates(parts, client=client)["row"].tolist() == [0, 2]
 
 
 # --- configuration and command --------------------------------------------------------------

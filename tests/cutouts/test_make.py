@@ -91,6 +91,12 @@ class Expected:
         return np.any([np.isnan(s).any(axis=(1, 2)) for s in self.stamps.values()], axis=0)
 
     @property
+    def bad_counts(self) -> dict[str, int]:
+        """Stamps with a bad (here: NaN) pixel in any band, and with more than 5% of them."""
+        worst = np.max([np.isnan(s).mean(axis=(1, 2)) for s in self.stamps.values()], axis=0)
+        return {"bad": int((worst > 0).sum()), "mostly_bad": int((worst > 0.05).sum())}
+
+    @property
     def nonfinite_fraction(self) -> np.ndarray:
         """(N, bands) fraction of NaN pixels."""
         fractions = [np.isnan(s).mean(axis=(1, 2)) for s in self.stamps.values()]
@@ -308,12 +314,17 @@ def test_report_counts(made: CutoutReport, expected: dict[str, Expected]) -> Non
         "cutouts": sum(len(exp.targets) for exp in expected.values()),
         "outside": sum(exp.n_outside for exp in expected.values()),
         "edge": sum(int(exp.edge.sum()) for exp in expected.values()),
+        **{
+            key: sum(exp.bad_counts[key] for exp in expected.values())
+            for key in ("bad", "mostly_bad")
+        },
     }
     for tile, exp in expected.items():
         assert made.units.results[tile] == {
             "cutouts": len(exp.targets),
             "outside": exp.n_outside,
             "edge": int(exp.edge.sum()),
+            **exp.bad_counts,
         }
     assert complete_tiles(made.out) == TILES
 
@@ -451,7 +462,13 @@ def test_tile_with_every_target_off_it(targets: Path, images: Path, client, tmp_
     out = tmp_path / "cutouts.zarr"
     report = cut(folder, images, out, client)
     assert report.units.ok
-    assert report.counts == {"cutouts": 0, "outside": len(off), "edge": 0}
+    assert report.counts == {
+        "cutouts": 0,
+        "outside": len(off),
+        "edge": 0,
+        "bad": 0,
+        "mostly_bad": 0,
+    }
     assert complete_tiles(out) == [TILES[0]]
     read = read_tile(out, TILES[0])
     assert read.ids.shape == (0,) and read.nonfinite_fraction.shape == (0, len(BANDS))
@@ -495,7 +512,7 @@ def test_rerun_skips_every_complete_tile(
     again = cut(targets, images, out, client)
     assert (again.written, again.skipped) == (0, 3)
     assert again.units.results == {} and sorted(again.units.skipped) == TILES
-    assert again.counts == {"cutouts": 0, "outside": 0, "edge": 0}
+    assert again.counts == dict.fromkeys(("cutouts", "outside", "edge", "bad", "mostly_bad"), 0)
     assert snapshot(out) == before
     assert {p: p.stat().st_mtime_ns for p in times} == times  # nothing was rewritten
 
@@ -658,9 +675,11 @@ def test_cutouts_command(
     n = sum(len(exp.targets) for exp in expected.values())
     edge = sum(int(exp.edge.sum()) for exp in expected.values())
     outside = sum(exp.n_outside for exp in expected.values())
+    bad = {k: sum(exp.bad_counts[k] for exp in expected.values()) for k in ("bad", "mostly_bad")}
     assert (
         f"cutouts: 3 tiles written, 0 already complete, 0 failed; {n} cutouts ({edge} at an "
-        f"image border), {outside} targets outside their tile -> {out}"
+        f"image border; {bad['bad']} with bad pixels, {bad['mostly_bad']} of them over 5%), "
+        f"{outside} targets outside their tile -> {out}"
     ) in result.output
     assert complete_tiles(out) == TILES
     for tile in TILES:

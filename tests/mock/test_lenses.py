@@ -54,7 +54,7 @@ def injected():
 def lens_boxes(config: MockSurveyConfig, truth: pd.DataFrame) -> tuple[int, list[bool]]:
     """Half-side of the region a lens can touch (stamp plus the widest PSF), and which
     lenses have theirs inside the image and apart from every other lens's."""
-    psf_radius = max(band_psf(band, config=config).shape[0] // 2 for band in config.bands)
+    psf_radius = max(band_psf(TILE, band, config=config).shape[0] // 2 for band in config.bands)
     half = lens_stamp_size(config.lenses, pixel_scale=config.pixel_scale) // 2 + psf_radius
     ix, iy = np.floor(truth["x"] + 0.5), np.floor(truth["y"] + 0.5)
     size = config.image_size

@@ -119,7 +119,13 @@ def test_tpr_at_fpr_of_the_hand_computed_case():
 
 def test_classifier_metrics_of_the_hand_computed_case():
     metrics = classifier_metrics(LABELS, SCORES)
-    assert metrics.as_dict() == {
+    card = metrics.as_dict()
+    low_fpr, completeness = card.pop("low_fpr"), card.pop("completeness_by_bin")
+    # two negatives: FPR 1e-2 and below rest on no false positive; above 0.4 one lens of two
+    assert [entry["tpr"] for entry in low_fpr["all"]["at_fpr"]] == [None, None, None]
+    assert low_fpr["all"]["at_zero_fp"]["tpr"] == 0.5
+    assert completeness["threshold"] == 0.75 and completeness["bins"] == {}
+    assert card == {
         "auc": 0.75,
         "tpr_at_fpr_1pct": 0.5,
         "rates": [
@@ -262,6 +268,9 @@ def test_evaluate_command_recomputes_the_card_metrics(trained, trainset, tmp_pat
         assert f"AUC by {name}: {rows[0]['low']:g}-{rows[0]['high']:g}: " in result.output
     assert sum(row["positives"] for row in metrics["auc_by_bin"]["theta_E"]) == 16
     assert f"-> {out}" in result.output
+    # 16 negatives: no rate below FPR 1/16 is defined, the zero-FP one always is
+    assert "all negatives (16): TPR at FPR 1e-2 undefined (needs at least 100" in result.output
+    assert f"0 FP {metrics['low_fpr']['all']['at_zero_fp']['tpr']:.3f}" in result.output
     written = json.loads((out / "metrics.json").read_text())
     assert written.pop("model_id") == card["model_id"]
     assert written.pop("trainset") == str(trainset)
@@ -269,6 +278,26 @@ def test_evaluate_command_recomputes_the_card_metrics(trained, trainset, tmp_pat
     for name in ("roc.png", "p_cnn_test.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (trained.out / "metrics.json").exists()
+
+
+def test_evaluate_command_takes_a_budget_and_survey_sizes(trained, trainset, tmp_path):
+    pytest.importorskip("keras")
+    from lensdask.cli import main
+
+    out = tmp_path / "evaluation"
+    args = ["evaluate", str(trained.out), str(trainset), "--out", str(out)]
+    result = CliRunner().invoke(
+        main, [*args, "--false-positives-per-100k", "10000", "--survey", "LSST LRG=2,300,000"]
+    )
+    assert result.exit_code == 0, result.output
+    point = json.loads((out / "metrics.json").read_text())["low_fpr"]["all"]["working_point"]
+    # FPR 0.1 of 16 negatives: one false positive allowed
+    assert (point["per_100k"], point["allowed"]) == (10_000, 1)
+    assert list(point["expected_candidates"]) == ["LSST LRG"]
+    assert point["expected_candidates"]["LSST LRG"]["targets"] == 2_300_000
+    assert "non-lens candidates expected: LSST LRG " in result.output
+    result = CliRunner().invoke(main, [*args, "--survey", "LSST=many"])
+    assert result.exit_code == 2 and "expected NAME=TARGETS" in result.output
 
 
 def test_evaluate_command_names_a_damaged_model(trained, trainset, model_copy):

@@ -88,12 +88,14 @@ def test_export_and_read_back_the_grades_csv(store, tmp_path):
     store.set_grade("bob", IDS[1], "A")
     store.set_grade("ann", IDS[0], "D")
     assert store.export_csv(tmp_path / "grades.csv") == 3
-    assert (tmp_path / "grades.csv").read_text().splitlines() == [
-        "candidate_id,grader,grade",
-        f"{IDS[0]},ann,D",
-        f"{IDS[1]},ann,B",
-        f"{IDS[1]},bob,A",
+    lines = (tmp_path / "grades.csv").read_text().splitlines()
+    assert [line.rsplit(",", 1)[0] for line in lines] == [
+        "candidate_id,grader,grade,source",
+        f"{IDS[0]},ann,D,web",
+        f"{IDS[1]},ann,B,web",
+        f"{IDS[1]},bob,A,web",
     ]
+    assert lines[0].endswith(",time") and all(line.endswith("+00:00") for line in lines[1:])
     back = read_grades(tmp_path / "grades.csv", known=IDS)
     assert back.values.tolist() == [
         [IDS[0], "ann", "D"],
@@ -107,3 +109,75 @@ def test_grades_csv_without_the_columns_is_refused(tmp_path):
     path.write_text("id,who,grade\nx,ann,A\n")
     with pytest.raises(GradeError, match=r"g\.csv: missing column\(s\) candidate_id, grader"):
         read_grades(path)
+
+
+def test_a_database_made_before_grades_had_a_source_reads_them_as_web(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the schema of the store before sources
+        db.executescript(
+            """
+            CREATE TABLE candidates (candidate_id TEXT PRIMARY KEY);
+            CREATE TABLE graders (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE,
+                                  seed INTEGER NOT NULL, created TEXT NOT NULL);
+            CREATE TABLE grades (candidate_id TEXT NOT NULL, grader TEXT NOT NULL,
+                                 grade TEXT NOT NULL, time TEXT NOT NULL,
+                                 PRIMARY KEY (candidate_id, grader));
+            """
+        )
+        db.execute("INSERT INTO candidates VALUES (?)", (IDS[0],))
+        db.execute("INSERT INTO graders VALUES ('ann', 'x', 1, 't')")
+        db.execute("INSERT INTO grades VALUES (?, 'ann', 'B', 't')", (IDS[0],))
+    db.close()
+    store = GradeStore(path)
+    assert store.grades().values.tolist() == [[IDS[0], "ann", "B", "web", "t"]]
+
+
+def test_imported_grades_keep_their_source_and_their_graders_cannot_sign_in(store):
+    import pandas as pd
+
+    store.add_grader("ann")
+    store.set_grade("ann", IDS[0], "A")
+    grades = pd.DataFrame(
+        {
+            "candidate_id": [IDS[0], IDS[1]],
+            "grader": ["zooniverse:kim", "zooniverse:kim"],
+            "grade": ["C", "D"],
+        }
+    )
+    assert store.import_grades(grades, source="zooniverse") == 2
+    table = store.grades()
+    assert table[["candidate_id", "grader", "grade", "source"]].values.tolist() == [
+        [IDS[0], "ann", "A", "web"],
+        [IDS[0], "zooniverse:kim", "C", "zooniverse"],
+        [IDS[1], "zooniverse:kim", "D", "zooniverse"],
+    ]
+    assert store.progress() == {"ann": 1, "zooniverse:kim": 2}
+    # nobody holds a link of an imported grader, and the name cannot be taken on the page
+    with pytest.raises(ValueError, match="kept for imported or simulated grades"):
+        store.add_grader("zooniverse:kim", reset=True)
+    with pytest.raises(ValueError, match="kept for imported or simulated grades"):
+        store.add_grader("sim:1")
+    # an import again replaces the volunteer's grade (one per grader and candidate)
+    store.import_grades(grades.assign(grade=["B", "D"]), source="zooniverse")
+    assert store.grades("zooniverse:kim")["grade"].tolist() == ["B", "D"]
+
+
+def test_bad_imports_are_listed_and_nothing_is_stored(store):
+    import pandas as pd
+
+    bad = pd.DataFrame(
+        {
+            "candidate_id": [IDS[0], "KiDS J9", IDS[2]],
+            "grader": ["sim:1", "sim:1", "ann"],
+            "grade": ["A", "B", "E"],
+        }
+    )
+    with pytest.raises(GradeError) as err:
+        store.import_grades(bad, source="simulated")
+    message = str(err.value)
+    assert "row 2: candidate 'KiDS J9' is not among the scored candidates" in message
+    assert "row 3: grade 'E'" in message
+    assert "row 3: grader 'ann' of simulated grades must start with 'sim:'" in message
+    assert store.grades().empty and store.graders() == []
+    with pytest.raises(ValueError, match="source 'web'"):
+        store.import_grades(bad.iloc[:1], source="web")

@@ -30,6 +30,7 @@ def test_help_of_every_review_command():
         ["rank"],
         ["zooniverse", "export"],
         ["zooniverse", "import"],
+        ["simulate-graders"],
     ):
         result = invoke(*command, "--help")
         assert result.exit_code == 0, command
@@ -172,3 +173,90 @@ def test_zooniverse_export_and_import_commands(review_data, tmp_path):
         "candidate_id,grader,grade",
         f"{subject['#candidate_id']},zooniverse:ann,B",
     ]
+
+
+def write_export(path, rows: list[tuple[str, str, str]]) -> None:
+    """A classifications export (user, candidate ID, answer), one row each."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_name", "workflow_id", "annotations", "subject_data"])
+        for k, (user, cid, answer) in enumerate(rows):
+            writer.writerow(
+                [
+                    user,
+                    "1",
+                    json.dumps([{"task": "T0", "value": answer}]),
+                    json.dumps({str(70 + k): {"#candidate_id": cid}}),
+                ]
+            )
+
+
+def test_zooniverse_grades_go_into_the_web_pages_database(review_data, tmp_path):
+    db = tmp_path / "grades.sqlite"
+    ids = review_data.candidates["ID"].tolist()
+    store = GradeStore(db)
+    store.add_candidates(ids)  # as the grading page does
+    store.add_grader("ann")
+    store.set_grade("ann", ids[0], "A")
+    classifications = tmp_path / "classifications.csv"
+    write_export(classifications, [("kim", ids[0], "C"), ("lee", ids[1], "A: sure")])
+    result = invoke("zooniverse", "import", classifications, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert f"2 grades by 2 volunteers -> {db}" in result.output
+    out = tmp_path / "all.csv"
+    assert invoke("inspect", "export", "--db", db, "--out", out).exit_code == 0
+    exported = pd.read_csv(out, dtype=str)
+    assert list(exported.columns) == ["candidate_id", "grader", "grade", "source", "time"]
+    assert exported[["candidate_id", "grader", "grade", "source"]].values.tolist() == [
+        [ids[0], "ann", "A", "web"],
+        [ids[0], "zooniverse:kim", "C", "zooniverse"],
+        [ids[1], "zooniverse:lee", "A", "zooniverse"],
+    ]
+    # the export ranks as it is: web and Zooniverse grades of a candidate averaged
+    ranking = tmp_path / "ranking.csv"
+    result = invoke(
+        "rank", "--scores", review_data.candidates_path, "--grades", out, "--out", ranking
+    )
+    assert result.exit_code == 0, result.output
+    s_ave = pd.read_csv(ranking).set_index("candidate_id")["s_ave"]
+    assert s_ave[ids[0]] == pytest.approx((10 + 3) / 2) and s_ave[ids[1]] == 10
+
+
+def test_zooniverse_grades_of_unknown_or_unstamped_candidates_are_listed_not_used(
+    review_data, tmp_path
+):
+    ids = review_data.candidates["ID"].tolist()
+    candidates = tmp_path / "candidates.csv"
+    extra = "KiDS J999999.999+000000.00"  # in the candidates table, without a cutout
+    pd.DataFrame({"ID": [*ids, extra], "p_cnn": 0.9}).to_csv(candidates, index=False)
+    classifications = tmp_path / "classifications.csv"
+    write_export(
+        classifications,
+        [("kim", ids[0], "A"), ("kim", "KiDS J000000.000+000000.00", "B"), ("lee", extra, "C")],
+    )
+    db = tmp_path / "grades.sqlite"
+    result = invoke(
+        "zooniverse",
+        "import",
+        classifications,
+        "--db",
+        db,
+        "--scores",
+        candidates,
+        "--stamps",
+        review_data.stamps,
+    )
+    assert result.exit_code == 1
+    assert f"{classifications}: 2 problem(s)" in result.output
+    assert (
+        "line 3: candidate 'KiDS J000000.000+000000.00' is not among the scored candidates"
+        in result.output
+    )
+    assert f"line 4: candidate '{extra}' has no cutout (no stamp to grade)" in result.output
+    assert GradeStore(db).grades().empty  # not even the good line
+    # without a candidates table, the database's candidates are the known ones
+    empty = tmp_path / "empty.sqlite"
+    result = invoke("zooniverse", "import", classifications, "--db", empty)
+    assert result.exit_code == 1 and "has no candidates yet" in result.output
+    result = invoke("zooniverse", "import", classifications)
+    assert result.exit_code == 2 and "--db" in result.output

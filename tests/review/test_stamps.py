@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.visualization import make_lupton_rgb
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from review_inputs import COLOUR_TILES, N_CANDIDATES, R_ONLY_TILE
 
@@ -23,6 +24,7 @@ from lensdask.review.stamps import (
     make_stamps,
     read_stamp_index,
     render_stamps,
+    sheet_figure,
     sheet_order,
     stamp_name,
 )
@@ -208,9 +210,53 @@ def test_sheets_follow_a_ranking_table(review_data, tmp_path, client):
         client=client,
         progress=False,
     )
-    assert [path.name for path in report.sheets] == ["sheet_00001.png"]
+    assert [path.name for path in report.sheets] == ["ranked_sheet_00001.png"]
     with Image.open(report.sheets[0]) as sheet:
         assert sheet.size[0] > 600
+    # the p_CNN sheet of all candidates is still there, untouched by the ranked ones
+    p_cnn_sheet = stamps / "sheets" / "sheet_00001.png"
+    assert p_cnn_sheet.read_bytes() == (review_data.stamps / "sheets/sheet_00001.png").read_bytes()
+    # a p_CNN run in small sheets leaves the ranked sheet as it was
+    ranked_bytes = report.sheets[0].read_bytes()
+    again = make_stamps(
+        review_data.candidates_path,
+        review_data.cutouts,
+        stamps,
+        config=StampConfig(sheet_columns=2, sheet_rows=2),
+        client=client,
+        progress=False,
+    )
+    assert [path.name for path in again.sheets] == [f"sheet_{k:05d}.png" for k in (1, 5, 9)]
+    assert sorted(path.name for path in (stamps / "sheets").glob("*.png")) == [
+        "ranked_sheet_00001.png",
+        *(path.name for path in again.sheets),
+    ]
+    assert report.sheets[0].read_bytes() == ranked_bytes
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_sheet_labels_lie_inside_the_figure_whatever_its_rows(review_data, rows):
+    """A sheet of one row used to clip its top labels (margins were fractions of the
+    sheet's height); every label's drawn extent must lie inside the figure."""
+    index = read_stamp_index(review_data.stamps)
+    entries = [
+        (rank, cid, 0.987, png)
+        for rank, (cid, png) in enumerate(
+            index[["candidate_id", "colour_png"]].itertuples(index=False), 1
+        )
+    ][: rows * 2]
+    fig = sheet_figure(entries, stamps=review_data.stamps, columns=2, rows=5, label="p_CNN")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = fig.bbox
+    titles = [ax.title for ax in fig.axes if ax.get_title()]
+    assert len(titles) == len(entries)
+    for title in titles:
+        extent = title.get_window_extent(renderer)
+        assert box.y0 <= extent.y0 and extent.y1 <= box.y1, (rows, extent, box)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, (rows, extent, box)
+    # and the stamps keep their size: a sheet's height grows with its rows only
+    assert fig.get_figheight() == pytest.approx(rows * (1.93 + 0.32) + 0.03)
 
 
 @pytest.mark.slow

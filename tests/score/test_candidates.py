@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from lensdask.cli import main
 from lensdask.config import CandidateConfig
 from lensdask.score.candidates import HIST_BINS, select_candidates
-from lensdask.score.recovery import binned_completeness, match_positions
+from lensdask.score.recovery import match_positions
 from lensdask.score.thresholds import candidate_mask
+from lensdask.selection import binned_completeness
 
 
 def write_scores(folder: Path, tiles: dict[str, pd.DataFrame]) -> Path:
