@@ -151,7 +151,7 @@ def check_reachable(location: Any, *, what: str, must_exist: bool = True) -> Non
         missing = location.path if must_exist else bucket
         if not location.fs.exists(missing):
             raise FileNotFoundError(f"no such object, folder or bucket {missing!r}")
-    except (OSError, ValueError, PermissionError) as err:
+    except (OSError, ValueError) as err:
         raise StorageError(f"{what} {url_or_path(location)}: cannot be reached: {err}") from None
     except Exception as err:  # botocore and aiohttp raise their own types for the network
         raise StorageError(

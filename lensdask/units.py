@@ -148,10 +148,11 @@ def staging_path(root: Path, name: str) -> Path:
     does not): under ``root/_staging/`` on a local file system, so that the commit is a
     rename, or in the local temporary folder for a remote ``root``, whose commit uploads
     it (:mod:`lensdask.storage`)."""
-    if is_url(root):
+    if is_url(root):  # unique: the commit's upload removes it, and nothing is left behind
         import tempfile
+        import uuid
 
-        return Path(tempfile.mkdtemp(prefix="lensdask-staging-")) / name
+        return Path(tempfile.gettempdir()) / f"lensdask-staging-{uuid.uuid4().hex}-{name}"
     path = Path(root) / STAGING_DIR / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():  # left over from an interrupted attempt of the same unit

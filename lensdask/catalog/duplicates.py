@@ -135,22 +135,30 @@ def unit_ids(item: tuple[int, Path]) -> pd.DataFrame:
     )
 
 
-def id_hashes(path: Path) -> np.ndarray:
-    """A 64-bit hash of each ``ID`` of a targets file, in row order (a missing ID gets 0
-    and is never taken for a repeat: :func:`rows_with_hashes` leaves it out)."""
-    ids = read_file(path, columns=["ID"])["ID"].to_numpy(zero_copy_only=False)
+def hash_ids(ids: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each ID, in order (a missing ID gets 0 and is never taken for a
+    repeat: :func:`rows_with_hashes` leaves it out)."""
     hashes = pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False)
     hashes[pd.isna(ids)] = 0
     return hashes
+
+
+def file_ids(path: Path) -> np.ndarray:
+    """The ``ID`` column of a targets file, in row order."""
+    return read_file(path, columns=["ID"])["ID"].to_numpy(zero_copy_only=False)
+
+
+def id_hashes(path: Path) -> np.ndarray:
+    """:func:`hash_ids` of the IDs of a targets file."""
+    return hash_ids(file_ids(path))
 
 
 def rows_with_hashes(item: tuple[int, Path, np.ndarray]) -> pd.DataFrame:
     """The rows of one unit's targets file whose ID hash is in ``wanted``: ``ID``, ``unit``
     (its index) and ``row``."""
     index, path, wanted = item
-    ids = read_file(path, columns=["ID"])["ID"].to_numpy(zero_copy_only=False)
-    hashes = id_hashes(path)
-    rows = np.flatnonzero(np.isin(hashes, wanted) & ~pd.isna(ids))
+    ids = file_ids(path)
+    rows = np.flatnonzero(np.isin(hash_ids(ids), wanted) & ~pd.isna(ids))
     return pd.DataFrame(
         {"ID": ids[rows].astype(object), "unit": np.full(len(rows), index), "row": rows}
     )

@@ -126,3 +126,36 @@ def copy_model_dir(source: Path, target: Path) -> Path:
 def model_copy(trained, tmp_path) -> Path:
     """A copy of the trained model directory (model file and card only) to change."""
     return copy_model_dir(trained.out, tmp_path / "model")
+
+
+@pytest.fixture
+def kill_after_first_epoch(tmp_path):
+    """Run ``lensdask ARGS`` (a training into ``out``) in a subprocess and SIGKILL it once
+    its first epoch's checkpoint is written; returns the process's exit status."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lensdask.nn.train import read_state
+
+    def run(args: list[str], out: Path) -> int:
+        command = [str(Path(sys.executable).with_name("lensdask")), *args]
+        log = tmp_path / "stderr.txt"
+        with open(log, "wb") as stderr:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 300
+            while (state := read_state(out)) is None or state["epoch"] < 0:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "no epoch completed in 300 s"
+                time.sleep(0.05)
+            os.kill(process.pid, signal.SIGKILL)
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        return process.returncode
+
+    return run

@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -305,7 +299,9 @@ def test_a_finished_finetune_is_not_redone(finetuned, graded, trainset, trained,
 
 
 @pytest.mark.slow
-def test_a_killed_finetune_resumes_from_its_checkpoint(graded, trainset, trained, tmp_path):
+def test_a_killed_finetune_resumes_from_its_checkpoint(
+    graded, trainset, trained, tmp_path, kill_after_first_epoch
+):
     from lensdask.nn.train import read_state
 
     cutouts, candidates, grades, _ = graded
@@ -317,21 +313,7 @@ def test_a_killed_finetune_resumes_from_its_checkpoint(graded, trainset, trained
         "--holdout", "0.25", "--min-positives", "5", "--min-negatives", "5",
         "--in-process", "--no-progress",
     ]  # fmt: skip
-    command = [str(Path(sys.executable).with_name("lensdask")), *args]
-    log = tmp_path / "stderr.txt"
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 300
-        while (state := read_state(out)) is None or state["epoch"] < 0:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "no epoch completed in 300 s"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_after_first_epoch(args, out)
     killed = read_state(out)
     assert 0 <= killed["epoch"] < 2 and not (out / "model.keras").exists()
 

@@ -16,9 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -327,28 +324,15 @@ def test_a_training_set_of_another_normalisation_is_refused(trainset, tiny_confi
 
 
 @pytest.mark.slow
-def test_a_killed_training_resumes_from_its_checkpoint(trainset, tmp_path, caplog):
+def test_a_killed_training_resumes_from_its_checkpoint(
+    trainset, tmp_path, caplog, kill_after_first_epoch
+):
     out = tmp_path / "model"
     args = [
         "train", str(trainset), "--out", str(out), "--width", "0.0625", "--epochs", "3",
         "--batch-size", "16", "--seed", "4", "--in-process", "--no-progress",
     ]  # fmt: skip
-    command = [str(Path(sys.executable).with_name("lensdask")), *args]
-    log = tmp_path / "stderr.txt"
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 300
-        while (state := read_state(out)) is None or state["epoch"] < 0:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "no epoch completed in 300 s"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+    assert kill_after_first_epoch(args, out) == -signal.SIGKILL
     killed = read_state(out)
     assert 0 <= killed["epoch"] < 2 and not (out / "model.keras").exists()
 
