@@ -2,9 +2,10 @@
 3's ``crc32c`` codec, after compression), and reads that name the file when a chunk fails
 its checksum.
 
-The cutout store and the training set are large: their completion markers record sizes,
-not content hashes, so corruption of the same size is caught when the damaged chunk is read
-(measured cost: tests/benchmarks/bench_checksums.py).
+The cutout store and the training set are large: their completion markers record the
+SHA-256 only of files up to :data:`lensdask.units.SMALL_FILE` (64 MiB) and the sizes of
+larger ones (big shards), whose corruption of the same size is caught when the damaged
+chunk is read (measured cost: tests/benchmarks/bench_checksums.py).
 """
 
 from __future__ import annotations
